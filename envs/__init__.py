@@ -1,0 +1,26 @@
+"""aligngym environments: language-model alignment tasks as Gymnasium envs.
+
+``import aligngym.envs`` registers every task as ``aligngym/<Task>-Token-v0`` and ``aligngym/<Task>-Sequence-v0``.
+Importing stays light: tokenizers, scorers' models and reference models are built when an env needs them.
+"""
+
+from aligngym.envs.core import AlignmentEnv, SequenceEnv, TaskRuntime, TokenEnv
+from aligngym.envs.tasks import TASKS, Task, get_task, list_envs, register_all, register_task
+from aligngym.envs.tokenization import TextTokenizer, load_tokenizer
+
+register_all()
+
+__all__ = [
+    "TASKS",
+    "AlignmentEnv",
+    "SequenceEnv",
+    "Task",
+    "TaskRuntime",
+    "TextTokenizer",
+    "TokenEnv",
+    "get_task",
+    "list_envs",
+    "load_tokenizer",
+    "register_all",
+    "register_task",
+]
