@@ -127,8 +127,13 @@ def add_batch_dim(obs: Any) -> tuple[dict[str, np.ndarray], bool]:
     if single:
         ids, mask = ids[None], mask[None]
     if ids.ndim != 2 or mask.shape != ids.shape:
-        raise ValueError(f"input_ids must have shape (L,) or (B, L) with a matching mask, got {ids.shape}, {mask.shape}")
-    return {"input_ids": ids.astype(np.int64, copy=False), "attention_mask": mask.astype(np.int64, copy=False)}, single
+        raise ValueError(
+            f"input_ids must have shape (L,) or (B, L) with a matching mask, got {ids.shape}, {mask.shape}"
+        )
+    return {
+        "input_ids": ids.astype(np.int64, copy=False),
+        "attention_mask": mask.astype(np.int64, copy=False),
+    }, single
 
 
 class Agent(ABC):
@@ -140,7 +145,9 @@ class Agent(ABC):
     def __init__(self, env: Any, config: AgentConfig | None = None) -> None:
         config = config if config is not None else self.Config()
         if not isinstance(config, self.Config):
-            raise TypeError(f"{type(self).__name__} needs a {self.Config.__name__}, got {type(config).__name__}")
+            raise TypeError(
+                f"{type(self).__name__} needs a {self.Config.__name__}, got {type(config).__name__}"
+            )
         self.env = env
         self.config = config
         self.device = resolve_device(config.device) if self.uses_torch else "cpu"
@@ -230,7 +237,9 @@ class Agent(ABC):
         root = Path(path)
         cfg, weights = root / CONFIG_FILE, root / WEIGHTS_FILE
         if not cfg.is_file() or not weights.is_file():
-            raise CheckpointError(f"{root} is not an aligngym checkpoint: expected {CONFIG_FILE} and {WEIGHTS_FILE}")
+            raise CheckpointError(
+                f"{root} is not an aligngym checkpoint: expected {CONFIG_FILE} and {WEIGHTS_FILE}"
+            )
         try:
             meta = json.loads(cfg.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -238,9 +247,13 @@ class Agent(ABC):
         if meta.get("algo") != cls.algo_name:
             raise CheckpointError(f"{root} holds a {meta.get('algo')!r} checkpoint, not {cls.algo_name!r}")
         if meta.get("format_version") != CHECKPOINT_VERSION:
-            raise CheckpointError(f"{root}: checkpoint format {meta.get('format_version')} != {CHECKPOINT_VERSION}")
+            raise CheckpointError(
+                f"{root}: checkpoint format {meta.get('format_version')} != {CHECKPOINT_VERSION}"
+            )
         if _sha256(weights) != meta.get("weights_sha256"):
-            raise CheckpointError(f"{weights} does not match the hash in {CONFIG_FILE}: truncated or modified")
+            raise CheckpointError(
+                f"{weights} does not match the hash in {CONFIG_FILE}: truncated or modified"
+            )
         try:
             if meta.get("weights_kind") == "numpy":
                 from safetensors.numpy import load_file
@@ -265,7 +278,11 @@ class Agent(ABC):
         saved_sig = meta.get("signature", {})
         if env is not None:
             sig = env_signature(env)
-            diff = {k: (saved_sig[k], sig[k]) for k in saved_sig if k in sig and k != "env_id" and saved_sig[k] != sig[k]}
+            diff = {
+                k: (saved_sig[k], sig[k])
+                for k in saved_sig
+                if k in sig and k != "env_id" and saved_sig[k] != sig[k]
+            }
             if diff:
                 detail = ", ".join(f"{k}: saved {a} vs env {b}" for k, (a, b) in diff.items())
                 raise CheckpointError(f"checkpoint {path} was made for another env ({detail})")
@@ -331,7 +348,11 @@ class RandomAgent(Agent):
         return self
 
     def predict(
-        self, obs: Any, state: Any = None, episode_start: np.ndarray | None = None, deterministic: bool = False
+        self,
+        obs: Any,
+        state: Any = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
     ) -> tuple[np.ndarray, Any]:
         batch, single = add_batch_dim(obs)
         space = getattr(self.env, "single_action_space", None) or self.env.action_space
@@ -369,7 +390,9 @@ def evaluate(
     runtime = getattr(env.unwrapped, "runtime", None)
     if n_episodes is None:
         if runtime is None:
-            raise ValueError("n_episodes=None needs an aligngym env (to walk its prompt set); give n_episodes")
+            raise ValueError(
+                "n_episodes=None needs an aligngym env (to walk its prompt set); give n_episodes"
+            )
         plan: list[dict[str, Any] | None] = [{"prompt_index": i} for i in range(len(runtime.rows))]
     else:
         if n_episodes <= 0:
@@ -382,7 +405,9 @@ def evaluate(
         done, total, state = False, 0.0, None
         episode_start = np.ones(1, dtype=bool)
         while not done:
-            action, state = agent.predict(obs, state=state, episode_start=episode_start, deterministic=deterministic)
+            action, state = agent.predict(
+                obs, state=state, episode_start=episode_start, deterministic=deterministic
+            )
             episode_start = np.zeros(1, dtype=bool)
             obs, reward, terminated, truncated, info = env.step(action)
             total += float(reward)

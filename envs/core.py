@@ -66,7 +66,8 @@ class TaskRuntime:
         self.tokenizer: TextTokenizer = load_tokenizer(tokenizer)
         self.vocab_size = self.tokenizer.vocab_size
         self.max_prompt_tokens = _positive_int(
-            "max_prompt_tokens", max_prompt_tokens if max_prompt_tokens is not None else self.task.max_prompt_tokens
+            "max_prompt_tokens",
+            max_prompt_tokens if max_prompt_tokens is not None else self.task.max_prompt_tokens,
         )
         self.max_new_tokens = _positive_int(
             "max_new_tokens", max_new_tokens if max_new_tokens is not None else self.task.max_new_tokens
@@ -104,12 +105,16 @@ class TaskRuntime:
             self.action_ids = np.asarray(ids, dtype=np.int64)
             self.n_actions = len(ids)
         self.mask_in_info = (
-            self.n_actions <= MASK_IN_INFO_MAX_ACTIONS if action_mask_in_info is None else bool(action_mask_in_info)
+            self.n_actions <= MASK_IN_INFO_MAX_ACTIONS
+            if action_mask_in_info is None
+            else bool(action_mask_in_info)
         )
         tokens = self.action_ids if self.action_ids is not None else np.arange(self.n_actions)
         blocked = [t for t in self.tokenizer.special_ids if t != self.eos_id]
         self._base_mask = ~np.isin(tokens, blocked)
-        self._eos_action = np.flatnonzero(tokens == self.eos_id) if self.eos_id is not None else np.zeros(0, np.int64)
+        self._eos_action = (
+            np.flatnonzero(tokens == self.eos_id) if self.eos_id is not None else np.zeros(0, np.int64)
+        )
         if not self._base_mask.any():
             raise ValueError("every action is a special token; give action_vocab some real tokens")
 
@@ -121,14 +126,18 @@ class TaskRuntime:
         # scorer / reference (lazy)
         self.scorer_spec = scorer if scorer is not None else self.task.scorer
         if self.scorer_spec is None:
-            raise ValueError(f"task {self.task.name!r} needs a scorer: pass scorer='sentiment', a dict or a callable")
+            raise ValueError(
+                f"task {self.task.name!r} needs a scorer: pass scorer='sentiment', a dict or a callable"
+            )
         self._scorer: BaseScorer | None = None
         if not isinstance(self.scorer_spec, str | dict):
             self._scorer = make_scorer(self.scorer_spec, device=device)  # validate user objects now
         self.reference_spec = reference_model
         self.ref_logprob_coef = float(ref_logprob_coef)
         if self.ref_logprob_coef != 0.0 and reference_model is None:
-            raise ValueError("ref_logprob_coef needs reference_model= (a local causal LM path, object or 'default')")
+            raise ValueError(
+                "ref_logprob_coef needs reference_model= (a local causal LM path, object or 'default')"
+            )
         self._reference: Any = None
 
     # -- tokens and actions ----------------------------------------------------------------------------------------
@@ -137,7 +146,9 @@ class TaskRuntime:
             raise TypeError(f"action_vocab entries must be token strings or ids, got {entry!r}")
         if isinstance(entry, int | np.integer):
             if not 0 <= int(entry) < self.vocab_size:
-                raise ValueError(f"action_vocab id {entry} out of range for vocabulary size {self.vocab_size}")
+                raise ValueError(
+                    f"action_vocab id {entry} out of range for vocabulary size {self.vocab_size}"
+                )
             return int(entry)
         if isinstance(entry, str):
             return self.tokenizer.single_token_id(entry)
@@ -148,7 +159,9 @@ class TaskRuntime:
         return int(self.action_ids[action]) if self.action_ids is not None else int(action)
 
     def tokens_of(self, actions: np.ndarray) -> np.ndarray:
-        return self.action_ids[actions] if self.action_ids is not None else np.asarray(actions, dtype=np.int64)
+        return (
+            self.action_ids[actions] if self.action_ids is not None else np.asarray(actions, dtype=np.int64)
+        )
 
     def action_mask(self, num_generated: int) -> np.ndarray:
         """Valid actions (bool, (n_actions,)): special tokens off, EOS off before ``min_new_tokens``."""
@@ -190,7 +203,9 @@ class TaskRuntime:
         [r] = normalize_prompt_rows([row], source="options['prompt']")
         ids, cut = self._fit_prompt(self.tokenizer.encode(r["prompt"]))
         if cut:
-            warnings.warn(f"prompt left-truncated to max_prompt_tokens={self.max_prompt_tokens}", stacklevel=3)
+            warnings.warn(
+                f"prompt left-truncated to max_prompt_tokens={self.max_prompt_tokens}", stacklevel=3
+            )
         return r, ids
 
     def empty_obs(self, prompt_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -218,7 +233,9 @@ class TaskRuntime:
             self._scorer = make_scorer(self.scorer_spec, device=self.device)
         return self._scorer
 
-    def score(self, rows: Sequence[dict[str, Any]], completions: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def score(
+        self, rows: Sequence[dict[str, Any]], completions: Sequence[str]
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """One scorer call for a batch: total (float32, (B,)) and components.
 
         :raises ScorerError: naming the scorer when it raises or returns a bad value.
@@ -267,7 +284,9 @@ class AlignmentEnv(gym.Env[dict[str, np.ndarray], Any]):
         if unknown:
             raise TypeError(f"unknown option(s) {sorted(unknown)} for {type(self).__name__}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
+            raise ValueError(
+                f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}"
+            )
         self.render_mode = render_mode
         self.runtime = TaskRuntime(task, **{k: v for k, v in options.items() if k not in VECTOR_ONLY_OPTIONS})
         rt = self.runtime
@@ -298,7 +317,11 @@ class AlignmentEnv(gym.Env[dict[str, np.ndarray], Any]):
         else:
             if "prompt_index" in options:
                 i = options["prompt_index"]
-                if isinstance(i, bool) or not isinstance(i, int | np.integer) or not 0 <= int(i) < len(rt.rows):
+                if (
+                    isinstance(i, bool)
+                    or not isinstance(i, int | np.integer)
+                    or not 0 <= int(i) < len(rt.rows)
+                ):
                     raise ValueError(f"prompt_index {i!r} out of range for {len(rt.rows)} prompts")
                 i = int(i)
             else:
@@ -407,7 +430,9 @@ class TokenEnv(AlignmentEnv):
             raise TypeError(f"action must be an integer token index, got bool {action!r}")
         if isinstance(action, np.ndarray):
             if action.size != 1:
-                raise ValueError(f"token-level action must be one integer, got an array of shape {action.shape}")
+                raise ValueError(
+                    f"token-level action must be one integer, got an array of shape {action.shape}"
+                )
             if not np.issubdtype(action.dtype, np.integer):
                 raise TypeError(f"action must be an integer, got an array of dtype {action.dtype}")
             action = action.reshape(()).item()

@@ -157,7 +157,9 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}:{lineno}: not valid JSON: {err}") from err
             if not isinstance(row, dict):
-                raise ValueError(f"{path}:{lineno}: each line must be a JSON object, got {type(row).__name__}")
+                raise ValueError(
+                    f"{path}:{lineno}: each line must be a JSON object, got {type(row).__name__}"
+                )
             rows.append(row)
     return rows
 
@@ -220,4 +222,3 @@ def load_prompt_rows(
 def with_overrides(task: Task, **kwargs: Any) -> Task:
     """A copy of ``task`` with some fields replaced (``None`` values keep the task's own)."""
     return replace(task, **{k: v for k, v in kwargs.items() if v is not None})
-

@@ -113,9 +113,13 @@ class TextTokenizer:
         bos = getattr(hf, "bos_token_id", None) if hf is not None else None
         if bos is None:
             bos = first(_BOS_CANDIDATES)
-        self.bos_id: int = int(bos) if bos is not None else (self.eos_id if self.eos_id is not None else self.pad_id)
+        self.bos_id: int = (
+            int(bos) if bos is not None else (self.eos_id if self.eos_id is not None else self.pad_id)
+        )
         self.special_ids: frozenset[int] = frozenset(
-            int(i) for i in (fast.token_to_id(t.content) for t in fast.get_added_tokens_decoder().values()) if i is not None
+            int(i)
+            for i in (fast.token_to_id(t.content) for t in fast.get_added_tokens_decoder().values())
+            if i is not None
         ) | frozenset(x for x in (self.pad_id, self.eos_id, self.bos_id) if x is not None)
 
     # -- encoding -------------------------------------------------------------------------------------------------
@@ -132,7 +136,9 @@ class TextTokenizer:
         return self._fast.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
 
     def decode_batch(self, batch: Sequence[Sequence[int]], skip_special_tokens: bool = True) -> list[str]:
-        return self._fast.decode_batch([[int(i) for i in ids] for ids in batch], skip_special_tokens=skip_special_tokens)
+        return self._fast.decode_batch(
+            [[int(i) for i in ids] for ids in batch], skip_special_tokens=skip_special_tokens
+        )
 
     def token_to_id(self, token: str) -> int | None:
         tid = self._fast.token_to_id(token)
@@ -151,7 +157,9 @@ class TextTokenizer:
             return tid
         ids = self.encode(text)
         if len(ids) != 1:
-            raise ValueError(f"action_vocab entry {text!r} encodes to {len(ids)} tokens {ids}; each entry must be one token")
+            raise ValueError(
+                f"action_vocab entry {text!r} encodes to {len(ids)} tokens {ids}; each entry must be one token"
+            )
         return ids[0]
 
     @property

@@ -38,11 +38,15 @@ def validate_scores(name: str, values: Any, n: int) -> np.ndarray:
     try:
         arr = np.asarray(values)
     except Exception as err:  # ragged lists and the like
-        raise ScorerError(f"scorer {name!r} returned something that is not an array of scores: {err}") from err
+        raise ScorerError(
+            f"scorer {name!r} returned something that is not an array of scores: {err}"
+        ) from err
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
         raise ScorerError(f"scorer {name!r} returned dtype {arr.dtype}; expected numbers (float32)")
     if arr.shape != (n,):
-        raise ScorerError(f"scorer {name!r} returned shape {arr.shape}; expected ({n},), one score per completion")
+        raise ScorerError(
+            f"scorer {name!r} returned shape {arr.shape}; expected ({n},), one score per completion"
+        )
     arr = arr.astype(np.float32)
     bad = ~np.isfinite(arr)
     if bad.any():
@@ -216,7 +220,9 @@ def _factory(name: str) -> Callable[..., BaseScorer]:
     try:
         entry = _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown scorer {name!r}; registered scorers: {', '.join(list_scorers())}") from None
+        raise ValueError(
+            f"unknown scorer {name!r}; registered scorers: {', '.join(list_scorers())}"
+        ) from None
     if isinstance(entry, str):
         module, attr = entry.split(":")
         entry = getattr(importlib.import_module(module), attr)
@@ -239,7 +245,9 @@ def make_scorer(spec: Any, device: str = "auto", **kwargs: Any) -> BaseScorer:
         factory = _factory(spec)
         try:
             params = inspect.signature(factory).parameters
-            takes_device = "device" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+            takes_device = "device" in params or any(
+                p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()
+            )
         except (TypeError, ValueError):
             takes_device = False
         kw = dict(kwargs)
@@ -254,7 +262,9 @@ def make_scorer(spec: Any, device: str = "auto", **kwargs: Any) -> BaseScorer:
         return _CACHE[key]
     if isinstance(spec, Mapping):
         if kwargs:
-            raise TypeError("keyword arguments are not accepted with a composite spec; build components first")
+            raise TypeError(
+                "keyword arguments are not accepted with a composite spec; build components first"
+            )
         return CompositeScorer(spec, device=device)
     if callable(spec):
         return FunctionScorer(spec)

@@ -31,7 +31,8 @@ class BleuScorer(BaseScorer):
         bleu = BLEU(effective_order=True)
         refs = context["reference"]
         return np.array(
-            [bleu.sentence_score(c, _refs(r)).score / 100.0 for c, r in zip(completions, refs)], dtype=np.float32
+            [bleu.sentence_score(c, _refs(r)).score / 100.0 for c, r in zip(completions, refs)],
+            dtype=np.float32,
         )
 
 
@@ -47,7 +48,8 @@ class ChrfScorer(BaseScorer):
         chrf = CHRF()
         refs = context["reference"]
         return np.array(
-            [chrf.sentence_score(c, _refs(r)).score / 100.0 for c, r in zip(completions, refs)], dtype=np.float32
+            [chrf.sentence_score(c, _refs(r)).score / 100.0 for c, r in zip(completions, refs)],
+            dtype=np.float32,
         )
 
 
@@ -65,7 +67,10 @@ class RougeLScorer(BaseScorer):
     def score(self, prompts: Sequence[str], completions: Sequence[str], **context: Any) -> np.ndarray:
         refs = context["reference"]
         return np.array(
-            [max(self._rouge.score(r, c)["rougeL"].fmeasure for r in _refs(ref)) for c, ref in zip(completions, refs)],
+            [
+                max(self._rouge.score(r, c)["rougeL"].fmeasure for r in _refs(ref))
+                for c, ref in zip(completions, refs)
+            ],
             dtype=np.float32,
         )
 

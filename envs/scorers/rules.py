@@ -80,7 +80,9 @@ class LengthScorer(BaseScorer):
 
     def __init__(self, min_words: int = 5, max_words: int = 20, tolerance: int = 5) -> None:
         if min_words < 0 or max_words < min_words or tolerance <= 0:
-            raise ValueError(f"need 0 <= min_words <= max_words and tolerance > 0, got {min_words}, {max_words}, {tolerance}")
+            raise ValueError(
+                f"need 0 <= min_words <= max_words and tolerance > 0, got {min_words}, {max_words}, {tolerance}"
+            )
         self.min_words, self.max_words, self.tolerance = min_words, max_words, tolerance
 
     def score(self, prompts: Sequence[str], completions: Sequence[str], **context: Any) -> np.ndarray:
@@ -98,7 +100,9 @@ class BlocklistScorer(BaseScorer):
         if not words:
             raise ValueError("blocklist needs at least one word")
         self.words = [str(w) for w in words]
-        self._pattern = re.compile(r"\b(?:" + "|".join(re.escape(w) for w in self.words) + r")\b", re.IGNORECASE)
+        self._pattern = re.compile(
+            r"\b(?:" + "|".join(re.escape(w) for w in self.words) + r")\b", re.IGNORECASE
+        )
 
     def score(self, prompts: Sequence[str], completions: Sequence[str], **context: Any) -> np.ndarray:
         return np.array([-1.0 if self._pattern.search(c) else 0.0 for c in completions], dtype=np.float32)

@@ -26,7 +26,10 @@ class ExactMatchScorer(BaseScorer):
     def score(self, prompts: Sequence[str], completions: Sequence[str], **context: Any) -> np.ndarray:
         targets = context["target"]
         return np.array(
-            [1.0 if normalize_text(c) == normalize_text(str(t)) else 0.0 for c, t in zip(completions, targets)],
+            [
+                1.0 if normalize_text(c) == normalize_text(str(t)) else 0.0
+                for c, t in zip(completions, targets)
+            ],
             dtype=np.float32,
         )
 
@@ -67,6 +70,10 @@ class VerifierScorer(BaseScorer):
     def score(self, prompts: Sequence[str], completions: Sequence[str], **context: Any) -> np.ndarray:
         out = []
         for i, (p, c) in enumerate(zip(prompts, completions)):
-            row = {k: v[i] for k, v in context.items() if isinstance(v, list | tuple) and len(v) == len(completions)}
+            row = {
+                k: v[i]
+                for k, v in context.items()
+                if isinstance(v, list | tuple) and len(v) == len(completions)
+            }
             out.append(float(self.verify(p, c, **row)))
         return np.array(out, dtype=np.float32)

@@ -1,0 +1,38 @@
+"""Shared test configuration: GPU tests skip without CUDA; envs that need arguments get them from ENV_KWARGS."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+#: kwargs that registered ids need beyond their defaults (the generic Text task takes the user's prompts + scorer)
+ENV_KWARGS: dict[str, dict[str, Any]] = {
+    "aligngym/Text-Token-v0": {"prompts": ["The soup was", "Our trip to the coast"], "scorer": "sentiment"},
+    "aligngym/Text-Sequence-v0": {
+        "prompts": ["The soup was", "Our trip to the coast"],
+        "scorer": "sentiment",
+    },
+}
+
+
+def env_kwargs(env_id: str, **extra: Any) -> dict[str, Any]:
+    """Arguments for ``gym.make(env_id, ...)`` in tests: what the id needs, plus ``extra``."""
+    return {**ENV_KWARGS.get(env_id, {}), **extra}
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return False
+    return torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if cuda_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (gpu marker); none is available")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
