@@ -201,6 +201,12 @@ class TaskRuntime:
     def custom_row(self, row: Any) -> tuple[dict[str, Any], np.ndarray]:
         """A prompt given at reset (``options={"prompt": ...}``) as a row and its ids."""
         [r] = normalize_prompt_rows([row], source="options['prompt']")
+        missing = [k for k in self.context_keys if k not in r]
+        if missing:
+            raise ValueError(
+                f"a prompt for task {self.task.name!r} needs the context columns {missing}: pass "
+                f"options={{'prompt': {{'prompt': ..., {', '.join(repr(k) + ': ...' for k in missing)}}}}}"
+            )
         ids, cut = self._fit_prompt(self.tokenizer.encode(r["prompt"]))
         if cut:
             warnings.warn(

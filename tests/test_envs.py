@@ -275,6 +275,8 @@ def test_custom_prompt_through_reset_options() -> None:
     assert reward == 1.0
     with pytest.raises(ValueError, match="prompt_index"):
         env.reset(options={"prompt_index": 99})
+    with pytest.raises(ValueError, match=r"needs the context columns \['target'\]"):
+        env.reset(options={"prompt": "Say: blue."})
 
 
 def test_action_vocab_maps_actions_to_token_ids() -> None:
