@@ -373,7 +373,8 @@ class AlignmentEnv(gym.Env[dict[str, np.ndarray], Any]):
             "prompt": self._row["prompt"],
             "prompt_index": self._prompt_index,
             "completion": text,
-            "completion_ids": np.asarray(self._generated, dtype=np.int64),
+            # a tuple, not an ndarray: SyncVectorEnv batches ndarray infos by the first env's shape (breaks on ragged)
+            "completion_ids": tuple(int(t) for t in self._generated),
             "score": float(total[0]),
             "reward_components": {k: float(v[0]) for k, v in comps.items()},
             "finish_reason": finish_reason,
