@@ -1,0 +1,286 @@
+"""Frozen reference causal LM: next-token log-probs for KL control and completion log-likelihoods for fluency.
+
+:func:`load_reference_model` turns a spec (local directory, model object, ``"default"``) into a
+:class:`ReferenceModel` that shares the env's tokenizer; ``TokenEnv``/``SequenceEnv`` read ``info["ref_logprob"]`` from
+it and the ``fluency`` scorer scores completions with it. Path specs are loaded once per (path, device, vocabulary).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aligngym.envs.tokenization import TextTokenizer, load_tokenizer
+
+#: directory (inside ``aligngym.envs.data``) of the shipped reference LM that ``"default"`` names
+DEFAULT_REFERENCE_DIR = "reference_lm"
+_CACHE: dict[tuple[str, str, str, int, bool], ReferenceModel] = {}
+_LOCK = threading.Lock()
+
+
+def default_reference_dir() -> Path:
+    """Path of the shipped reference LM directory (``aligngym/envs/data/reference_lm``)."""
+    from aligngym.envs.tasks import data_path
+
+    return data_path(DEFAULT_REFERENCE_DIR)
+
+
+def model_vocab_size(model: Any) -> int:
+    """Number of rows of the model's output layer (``config.vocab_size``, else the output embedding size)."""
+    out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if out is not None and hasattr(out, "weight"):
+        return int(out.weight.shape[0])
+    return int(model.config.vocab_size)
+
+
+class ReferenceModel:
+    """A frozen causal LM over the env's tokenizer, evaluated batched under ``torch.inference_mode``.
+
+    :param model: a ``transformers`` causal LM (``PreTrainedModel`` with ``.logits`` in its output).
+    :param tokenizer: the env's tokenizer (anything :func:`aligngym.envs.tokenization.load_tokenizer` takes).
+    :param device: ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``; on CUDA the model runs in float16 (log-softmax in float32).
+    :param strict_vocab: require ``model vocab == len(tokenizer)``; with ``False`` a larger (padded) model
+        vocabulary is allowed and its extra logits are ignored (log-probs renormalised over the tokenizer's ids).
+    :param batch_size: rows per forward pass.
+    :raises ValueError: if the vocabulary sizes do not match.
+
+    Sequences longer than the model's context (``n_positions`` / ``max_position_embeddings``) keep their last tokens.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any = None,
+        device: str = "auto",
+        strict_vocab: bool = True,
+        batch_size: int = 64,
+    ) -> None:
+        import torch
+
+        from aligngym.envs.device import resolve_device
+
+        self.tokenizer: TextTokenizer = load_tokenizer(tokenizer)
+        self.vocab_size = self.tokenizer.vocab_size
+        model_vocab = model_vocab_size(model)
+        if model_vocab < self.vocab_size or (strict_vocab and model_vocab != self.vocab_size):
+            raise ValueError(
+                f"reference model has a vocabulary of {model_vocab} ids but the tokenizer "
+                f"{self.tokenizer.name!r} has {self.vocab_size} (len(tokenizer)); a reference model must be trained "
+                "on the env's tokenizer"
+                + ("" if model_vocab < self.vocab_size else " (or pass strict_vocab=False)")
+            )
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = int(batch_size)
+        self.device = resolve_device(device)
+        model = model.eval().to(self.device)
+        if self.device.startswith("cuda"):
+            model = model.half()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        self.model = model
+        cfg = model.config
+        ctx = getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None)
+        self.max_context = int(ctx) if ctx else None
+        self._torch = torch
+
+    # -- batching helpers ------------------------------------------------------------------------------------------
+    def _forward(self, ids: Any, mask: Any) -> Any:
+        """Logits (float32, (b, T, V_tok)) for a padded batch; positions follow the attention mask."""
+        torch = self._torch
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        try:
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+        except TypeError:  # architectures without position_ids
+            logits = self.model(input_ids=ids, attention_mask=mask).logits
+        logits = logits[..., : self.vocab_size].float()
+        return torch.log_softmax(logits, dim=-1)
+
+    def _trim(self, tokens: list[int]) -> list[int]:
+        if self.max_context is not None and len(tokens) > self.max_context:
+            return tokens[-self.max_context :]
+        return tokens
+
+    # -- public API ------------------------------------------------------------------------------------------------
+    def next_token_logprobs(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """log p_ref(next token | the attended tokens of each row).
+
+        :param input_ids: int64 (B, L) in the env's observation layout (prompt left-padded, generated tokens after
+            it, padding after that); only positions with ``attention_mask == 1`` are read, in order.
+        :param attention_mask: int (B, L), 1 for real tokens. A row needs at least one real token.
+        :return: float32 (B, V) log-probabilities of the token that follows each row's real tokens.
+        """
+        ids = np.asarray(input_ids)
+        mask = np.asarray(attention_mask)
+        if ids.ndim != 2 or mask.shape != ids.shape:
+            raise ValueError(
+                f"input_ids and attention_mask must both be (B, L); got {ids.shape} and {mask.shape}"
+            )
+        rows = [self._trim(ids[b][mask[b] != 0].tolist()) for b in range(ids.shape[0])]
+        empty = [b for b, r in enumerate(rows) if not r]
+        if empty:
+            raise ValueError(f"rows {empty} have no attended tokens; a reference model needs a context")
+        return self.next_token_logprobs_of(rows)
+
+    def next_token_logprobs_of(self, contexts: Sequence[Sequence[int]]) -> np.ndarray:
+        """log p_ref(next token | context) for token-id lists of any lengths -> float32 (B, V)."""
+        torch = self._torch
+        out = np.empty((len(contexts), self.vocab_size), dtype=np.float32)
+        pad = self.tokenizer.pad_id
+        with torch.inference_mode():
+            for start in range(0, len(contexts), self.batch_size):
+                chunk = [self._trim(list(c)) for c in contexts[start : start + self.batch_size]]
+                width = max(len(c) for c in chunk)
+                ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+                mask = torch.zeros((len(chunk), width), dtype=torch.long)
+                for i, c in enumerate(chunk):  # left padding: the next-token position is the last column
+                    ids[i, width - len(c) :] = torch.as_tensor(c, dtype=torch.long)
+                    mask[i, width - len(c) :] = 1
+                logp = self._forward(ids.to(self.device), mask.to(self.device))[:, -1]
+                out[start : start + len(chunk)] = logp.cpu().numpy()
+        return out
+
+    def token_logprobs(
+        self, contexts: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]]
+    ) -> list[np.ndarray]:
+        """Per-token log p_ref(continuation[t] | context + continuation[:t]), batched.
+
+        :param contexts: B token-id lists; an empty context is replaced by the tokenizer's BOS token.
+        :param continuations: B token-id lists (may be empty).
+        :return: B float32 arrays, the i-th of shape (len(continuations[i]),).
+        """
+        torch = self._torch
+        if len(contexts) != len(continuations):
+            raise ValueError(f"got {len(contexts)} contexts but {len(continuations)} continuations")
+        results: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * len(contexts)
+        pad = self.tokenizer.pad_id
+        todo = [i for i, c in enumerate(continuations) if len(c)]
+        with torch.inference_mode():
+            for start in range(0, len(todo), self.batch_size):
+                idx = todo[start : start + self.batch_size]
+                seqs, n_cont = [], []
+                for i in idx:
+                    ctx = [int(t) for t in contexts[i]] or [self.tokenizer.bos_id]
+                    cont = [int(t) for t in continuations[i]]
+                    if self.max_context is not None and len(cont) >= self.max_context:
+                        raise ValueError(
+                            f"continuation of {len(cont)} tokens does not fit the reference model's context of "
+                            f"{self.max_context} tokens"
+                        )
+                    seqs.append(self._trim(ctx + cont))
+                    n_cont.append(len(cont))
+                width = max(len(s) for s in seqs)
+                ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+                mask = torch.zeros((len(seqs), width), dtype=torch.long)
+                for r, s in enumerate(seqs):  # left padding: every continuation ends in the last column
+                    ids[r, width - len(s) :] = torch.as_tensor(s, dtype=torch.long)
+                    mask[r, width - len(s) :] = 1
+                ids_d = ids.to(self.device)
+                logp = self._forward(ids_d, mask.to(self.device))  # (b, T, V)
+                # logp[:, t] predicts ids[:, t + 1]
+                picked = logp[:, :-1].gather(-1, ids_d[:, 1:, None])[..., 0].cpu().numpy()
+                for r, i in enumerate(idx):
+                    results[i] = picked[r, width - 1 - n_cont[r] :].astype(np.float32)
+        return results
+
+    def sequence_logprobs(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, completions: Sequence[Sequence[int]]
+    ) -> np.ndarray:
+        """Sum of log p_ref(completion tokens | prompt) per row -> float32 (B,); 0 for an empty completion.
+
+        :param input_ids: int64 (B, L) prompts in the observation layout (real tokens where the mask is 1).
+        :param attention_mask: int (B, L).
+        :param completions: B token-id sequences (numpy int arrays or lists).
+        """
+        ids = np.asarray(input_ids)
+        mask = np.asarray(attention_mask)
+        if ids.ndim != 2 or mask.shape != ids.shape:
+            raise ValueError(
+                f"input_ids and attention_mask must both be (B, L); got {ids.shape} and {mask.shape}"
+            )
+        contexts = [ids[b][mask[b] != 0].tolist() for b in range(ids.shape[0])]
+        per_token = self.token_logprobs(contexts, [np.asarray(c).tolist() for c in completions])
+        return np.array([float(t.sum()) for t in per_token], dtype=np.float32)
+
+    def sequence_logprob(self, input_ids: np.ndarray, attention_mask: np.ndarray, completion: Any) -> float:
+        """Sum of log p_ref(completion tokens | prompt) for one row: ``input_ids``/``attention_mask`` int (L,)."""
+        return float(
+            self.sequence_logprobs(
+                np.asarray(input_ids)[None], np.asarray(attention_mask)[None], [completion]
+            )[0]
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"ReferenceModel({type(self.model).__name__}, vocab_size={self.vocab_size}, device={self.device!r}, "
+            f"max_context={self.max_context})"
+        )
+
+
+def _load_dir(path: Path, device: str) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    from aligngym.envs.scorers.embedding import quiet_transformers
+
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"reference model directory {str(path)!r} has no config.json")
+    with quiet_transformers():
+        return AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
+
+
+def load_reference_model(
+    spec: Any, tokenizer: Any = None, device: str = "auto", strict_vocab: bool = True
+) -> ReferenceModel:
+    """Build the frozen reference model an env or scorer uses.
+
+    :param spec: ``"default"`` (the shipped ``aligngym/envs/data/reference_lm/``), a local directory loadable with
+        ``AutoModelForCausalLM.from_pretrained`` (``local_files_only``, never ``trust_remote_code``), a ``transformers``
+        model object, or a :class:`ReferenceModel` (returned as is after the vocabulary check).
+    :param tokenizer: the env's tokenizer (object, path, ``"default"``/``None``).
+    :param device: ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``.
+    :raises FileNotFoundError: for a path (or ``"default"``) that is not a model directory.
+    :raises ValueError: if the model's vocabulary size is not ``len(tokenizer)``.
+
+    Directory specs are cached per (path, device, vocabulary size) so that many envs share one model.
+    """
+    from aligngym.envs.device import resolve_device
+
+    tok = load_tokenizer(tokenizer)
+    if isinstance(spec, ReferenceModel):
+        if spec.vocab_size != tok.vocab_size:
+            raise ValueError(
+                f"reference model was built for a tokenizer of {spec.vocab_size} ids but the env's tokenizer has "
+                f"{tok.vocab_size}"
+            )
+        return spec
+    if isinstance(spec, str | Path):
+        if spec == "default":
+            path = default_reference_dir()
+            if not (path / "config.json").is_file():
+                raise FileNotFoundError(
+                    f"the default reference model is not shipped yet ({path} has no config.json); pass "
+                    "reference_model=<local causal-LM directory>"
+                )
+        else:
+            path = Path(spec)
+            if not path.is_dir():
+                raise FileNotFoundError(
+                    f"reference model {str(spec)!r} is not a local directory; aligngym never downloads: pass a "
+                    "directory saved with save_pretrained, a model object, or 'default'"
+                )
+        dev = resolve_device(device)
+        key = (str(path.resolve()), dev, tok.name, tok.vocab_size, bool(strict_vocab))
+        with _LOCK:
+            if key not in _CACHE:
+                _CACHE[key] = ReferenceModel(_load_dir(path, dev), tok, device=dev, strict_vocab=strict_vocab)
+            return _CACHE[key]
+    if hasattr(spec, "config") and callable(spec):
+        return ReferenceModel(spec, tok, device=device, strict_vocab=strict_vocab)
+    raise TypeError(
+        f"reference_model must be 'default', a local directory, a transformers causal LM or a ReferenceModel; "
+        f"got {type(spec).__name__}"
+    )
