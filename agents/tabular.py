@@ -459,7 +459,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         agent.save(args.save)
     test_env = gym.make(args.env, split="test", **kwargs)
     trained = evaluate(agent, test_env, deterministic=True)
-    baseline = evaluate(RandomAgent(test_env, AgentConfig(seed=args.seed)), test_env, deterministic=False)
+    prompts = test_env.unwrapped.runtime.rows  # type: ignore[attr-defined]
+    n_random = 10 * len(prompts)  # the random agent is noisy: more episodes
+    random_agent = RandomAgent(test_env, AgentConfig(seed=args.seed))
+    baseline = evaluate(random_agent, test_env, n_episodes=n_random, deterministic=False)
     print(f"{args.env}: {args.steps} steps in {train_s:.1f} s, {agent.table.size} states")
     print(
         f"q_learning ({args.exploration}): mean return {trained['mean_return']:.3f} +- {trained['std_return']:.3f}"
