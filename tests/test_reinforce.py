@@ -3,6 +3,7 @@ action masks, checkpoints (round trip, corruption, mismatch, custom policies) an
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import gymnasium as gym
@@ -45,6 +46,15 @@ def sentiment_kwargs() -> dict:
         words.append(w)
     assert len(words) >= 4, f"too few single-token sentiment words in the default tokenizer: {words}"
     return {"action_vocab": [*words, "<|endoftext|>"], "max_new_tokens": 4}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Small GRU ops run several times faster on one thread on this 2-core machine; restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
