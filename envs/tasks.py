@@ -67,6 +67,14 @@ TASKS: dict[str, Task] = {
         max_prompt_tokens=24,
         max_new_tokens=20,
     ),
+    "Similarity": Task(
+        name="Similarity",
+        description="say what the reference says (MiniLM embedding cosine; BLEU and chrF reported at weight 0)",
+        prompt_file="similarity.jsonl",
+        scorer={"embedding": 1.0, "bleu": 0.0, "chrf": 0.0},
+        max_prompt_tokens=24,
+        max_new_tokens=24,
+    ),
     "Target": Task(
         name="Target",
         description="say the requested colour words (1-3) then EOS; 5 actions, horizon 4, exact word-match reward",

@@ -29,6 +29,7 @@ _BUILTIN = {
     "exact_match": "aligngym.envs.scorers.success:ExactMatchScorer",
     "target": "aligngym.envs.scorers.success:TargetScorer",
     "verifier": "aligngym.envs.scorers.success:VerifierScorer",
+    "embedding": "aligngym.envs.scorers.embedding:EmbeddingSimilarityScorer",
 }
 for _name, _entry in _BUILTIN.items():
     register_scorer(_name, _entry)
