@@ -75,6 +75,14 @@ TASKS: dict[str, Task] = {
         max_prompt_tokens=24,
         max_new_tokens=24,
     ),
+    "Preference": Task(
+        name="Preference",
+        description="answer a 'Q: ...\\nA:' question helpfully, politely and on topic (shipped learned reward model)",
+        prompt_file="preference_prompts.jsonl",
+        scorer="preference_rm",
+        max_prompt_tokens=32,
+        max_new_tokens=32,
+    ),
     "Target": Task(
         name="Target",
         description="say the requested colour words (1-3) then EOS; 5 actions, horizon 4, exact word-match reward",

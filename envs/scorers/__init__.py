@@ -30,6 +30,11 @@ _BUILTIN = {
     "target": "aligngym.envs.scorers.success:TargetScorer",
     "verifier": "aligngym.envs.scorers.success:VerifierScorer",
     "embedding": "aligngym.envs.scorers.embedding:EmbeddingSimilarityScorer",
+    "reward_model": "aligngym.envs.scorers.reward_model:RewardModelScorer",
+    "preference_rm": "aligngym.envs.scorers.reward_model:PreferenceRewardScorer",
+    "classifier": "aligngym.envs.scorers.classifier:ClassifierScorer",
+    "fluency": "aligngym.envs.scorers.fluency:FluencyScorer",
+    "human": "aligngym.envs.scorers.human:HumanFeedbackScorer",
 }
 for _name, _entry in _BUILTIN.items():
     register_scorer(_name, _entry)
