@@ -1,0 +1,308 @@
+"""Supervised warm start: causal-LM cross-entropy on a text corpus or on (prompt, completion) pairs.
+
+:class:`SFTTrainer` trains any ``transformers`` causal LM (or a :class:`~aligngym.agents.lm.CausalLMPolicy`) on the
+env's tokenizer with AdamW/Adam/SGD and reports eval loss and perplexity; ``agents/pretrain_reference.py`` uses it
+to train the shipped reference model on ``envs/data/corpus.txt``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from aligngym.agents.base import MetricLogger
+from aligngym.agents.lm import CausalLMPolicy, check_vocab, load_causal_lm, positions_from_mask
+from aligngym.envs.device import resolve_device
+from aligngym.envs.tokenization import TextTokenizer, load_tokenizer
+
+OPTIMIZERS = ("adamw", "adam", "sgd")
+
+
+@dataclasses.dataclass
+class SFTConfig:
+    """Hyper-parameters of :class:`SFTTrainer`.
+
+    :param learning_rate: peak step size (linear warm-up over ``warmup_steps``, then cosine decay to
+        ``min_lr_ratio`` * peak by ``max_steps``).
+    :param optimizer: ``"adamw"``, ``"adam"`` or ``"sgd"`` (momentum 0.9).
+    :param weight_decay: AdamW / SGD weight decay.
+    :param batch_size: sequences per step.
+    :param block_size: tokens per training sequence (corpus mode: windows that start at a document start and run
+        on across the EOS-separated documents that follow; pairs mode: longer pairs are cut).
+    :param max_steps: optimizer steps of :meth:`SFTTrainer.train` (and the length of the LR schedule).
+    :param max_seconds: stop ``train`` after this wall time (0: no limit); the schedule still assumes max_steps.
+    :param eval_fraction: share of documents/pairs held out for :meth:`SFTTrainer.evaluate`.
+    :param eval_every: evaluate every this many steps (0: only at the end of ``train``).
+    :param max_grad_norm: gradient clipping (0: off).
+    :param seed: data order and held-out split.
+    :param device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    :param log_dir: TensorBoard directory (``losses/train_loss``, ``charts/eval_loss``, ``charts/perplexity``).
+    """
+
+    learning_rate: float = 1e-3
+    optimizer: str = "adamw"
+    weight_decay: float = 0.01
+    batch_size: int = 16
+    block_size: int = 64
+    max_steps: int = 1000
+    max_seconds: float = 0.0
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.1
+    eval_fraction: float = 0.05
+    eval_every: int = 0
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    device: str = "auto"
+    log_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        for name in ("batch_size", "block_size", "max_steps"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0.0 <= self.eval_fraction < 1.0:
+            raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+
+
+def read_corpus(source: str | Path | Sequence[str]) -> list[str]:
+    """Documents of a corpus: a text file (one document per non-empty line) or a list of strings."""
+    if isinstance(source, str | Path) and Path(source).is_file():
+        with open(source, encoding="utf-8") as fh:
+            return [line.strip() for line in fh if line.strip()]
+    if isinstance(source, str | Path):
+        raise FileNotFoundError(f"corpus {str(source)!r} is not a file; pass a path or a list of documents")
+    docs = [str(d) for d in source if str(d).strip()]
+    if not docs:
+        raise ValueError("the corpus is empty")
+    return docs
+
+
+class SFTTrainer:
+    """Causal-LM cross-entropy training of a model on the env's tokenizer.
+
+    ``SFTTrainer(model, tokenizer, config, corpus=...)`` trains on documents (EOS-separated, next-token loss on every
+    token); ``pairs=[(prompt, completion), ...]`` trains on completions only (loss on the completion tokens and the
+    EOS after them, prompt tokens masked). :meth:`evaluate` gives the held-out mean loss per token and perplexity.
+
+    :param model: a ``transformers`` causal LM, a :class:`CausalLMPolicy` (its LM is trained) or a spec for
+        :func:`~aligngym.agents.lm.load_causal_lm`.
+    :param tokenizer: the env's tokenizer (default: the shipped one); the model must have ``len(tokenizer)`` ids.
+    :raises ValueError: on a vocabulary mismatch, or when both/neither of ``corpus`` and ``pairs`` are given.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any = None,
+        config: SFTConfig | None = None,
+        corpus: str | Path | Sequence[str] | None = None,
+        pairs: Sequence[tuple[str, str]] | None = None,
+    ) -> None:
+        self.config = config if config is not None else SFTConfig()
+        cfg = self.config
+        self.tokenizer: TextTokenizer = load_tokenizer(tokenizer)
+        self.policy = model if isinstance(model, CausalLMPolicy) else None
+        self.model: nn.Module = model.model if isinstance(model, CausalLMPolicy) else load_causal_lm(model)
+        check_vocab(self.model, self.tokenizer, what="SFT")
+        self.device = resolve_device(cfg.device)
+        self.model.to(self.device)
+        if (corpus is None) == (pairs is None):
+            raise ValueError("pass exactly one of corpus= (documents) or pairs= ((prompt, completion) pairs)")
+        self.rng = np.random.default_rng(cfg.seed)
+        self.eos = self.tokenizer.eos_id if self.tokenizer.eos_id is not None else self.tokenizer.pad_id
+        self.mode = "corpus" if corpus is not None else "pairs"
+        if corpus is not None:
+            docs = read_corpus(corpus)
+            order = self.rng.permutation(len(docs))
+            n_eval = round(len(docs) * cfg.eval_fraction)
+            self.eval_docs = [docs[i] for i in order[:n_eval]]
+            self.train_docs = [docs[i] for i in sorted(order[n_eval:])]
+            self._train_stream, self._train_starts = self._stream(self.train_docs)
+            self._eval_stream, self._eval_starts = self._stream(self.eval_docs)
+            if len(self._train_stream) < 2:
+                raise ValueError("the training corpus encodes to fewer than 2 tokens")
+        else:
+            assert pairs is not None
+            rows = [self._encode_pair(p, c) for p, c in pairs]
+            if not rows:
+                raise ValueError("pairs is empty")
+            order = self.rng.permutation(len(rows))
+            n_eval = round(len(rows) * cfg.eval_fraction)
+            self.eval_pairs = [rows[i] for i in order[:n_eval]]
+            self.train_pairs = [rows[i] for i in order[n_eval:]]
+        self.optimizer = self._make_optimizer()
+        self.step = 0
+        self.logger = MetricLogger(cfg.log_dir)
+
+    # -- data ------------------------------------------------------------------------------------------------------
+    def _stream(self, docs: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """All documents as one int64 token stream, each followed by EOS, and the start offset of each document."""
+        if not docs:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        encoded = self.tokenizer.encode_batch(list(docs))
+        lengths = np.array([len(e) + 1 for e in encoded])
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        stream = np.fromiter(
+            (t for e in encoded for t in (*e, self.eos)), dtype=np.int64, count=int(lengths.sum())
+        )
+        return stream, starts
+
+    def _encode_pair(self, prompt: str, completion: str) -> tuple[list[int], list[int]]:
+        p = self.tokenizer.encode(prompt) or [self.tokenizer.bos_id]
+        return p, [*self.tokenizer.encode(completion), self.eos]
+
+    def _window(self, stream: np.ndarray, start: int) -> np.ndarray:
+        w = stream[start : start + self.config.block_size + 1]
+        if len(w) < self.config.block_size + 1:  # the tail of the stream: wrap to its beginning
+            w = np.concatenate([w, stream[: self.config.block_size + 1 - len(w)]])
+        return w
+
+    def _corpus_batch(self, starts: np.ndarray, stream: np.ndarray) -> tuple[torch.Tensor, ...]:
+        rows = np.stack([self._window(stream, int(s)) for s in starts])
+        ids = torch.as_tensor(rows[:, :-1])
+        labels = torch.as_tensor(rows[:, 1:])
+        return ids, torch.ones_like(ids), labels
+
+    def _pairs_batch(self, rows: Sequence[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, ...]:
+        seqs = []
+        for p, c in rows:
+            full = (p + c)[: self.config.block_size + 1]
+            seqs.append((full, len(p)))
+        width = max(len(s) for s, _ in seqs) - 1
+        ids = torch.full((len(seqs), width), self.tokenizer.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        labels = torch.full((len(seqs), width), -100, dtype=torch.long)
+        for i, (s, n_prompt) in enumerate(seqs):
+            n = len(s) - 1
+            ids[i, :n] = torch.as_tensor(s[:-1])
+            mask[i, :n] = 1
+            lab = torch.as_tensor(s[1:])
+            lab[: max(n_prompt - 1, 0)] = -100  # predict only completion tokens
+            labels[i, :n] = lab
+        return ids, mask, labels
+
+    def _train_batch(self) -> tuple[torch.Tensor, ...]:
+        cfg = self.config
+        if self.mode == "corpus":
+            starts = self._train_starts[self.rng.integers(len(self._train_starts), size=cfg.batch_size)]
+            return self._corpus_batch(starts, self._train_stream)
+        idx = self.rng.integers(len(self.train_pairs), size=cfg.batch_size)
+        return self._pairs_batch([self.train_pairs[i] for i in idx])
+
+    # -- optimisation ----------------------------------------------------------------------------------------------
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        cfg = self.config
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if cfg.optimizer == "adamw":
+            return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        if cfg.optimizer == "adam":
+            return torch.optim.Adam(params, lr=cfg.learning_rate)
+        return torch.optim.SGD(params, lr=cfg.learning_rate, momentum=0.9, weight_decay=cfg.weight_decay)
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate of optimizer step ``step`` (0-based): linear warm-up, then cosine decay."""
+        cfg = self.config
+        if step < cfg.warmup_steps:
+            return cfg.learning_rate * (step + 1) / cfg.warmup_steps
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+        floor = cfg.learning_rate * cfg.min_lr_ratio
+        return floor + (cfg.learning_rate - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    def loss_on(
+        self, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, int]:
+        """Mean cross-entropy (nats/token) over labels != -100, and the number of such tokens."""
+        ids, mask, labels = ids.to(self.device), mask.to(self.device), labels.to(self.device)
+        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask)).logits
+        n = int((labels != -100).sum())
+        loss = nn.functional.cross_entropy(
+            logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100
+        )
+        return loss, n
+
+    def train(self, steps: int | None = None) -> dict[str, float]:
+        """Take ``steps`` optimizer steps (default: the rest of ``max_steps``); returns the last metrics."""
+        cfg = self.config
+        end = cfg.max_steps if steps is None else self.step + steps
+        t0 = time.perf_counter()
+        self.model.train()
+        metrics: dict[str, float] = {}
+        running: list[float] = []
+        while self.step < end:
+            if cfg.max_seconds and time.perf_counter() - t0 > cfg.max_seconds:
+                break
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.lr_at(self.step)
+            loss, _ = self.loss_on(*self._train_batch())
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.max_grad_norm > 0:
+                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+            self.optimizer.step()
+            self.step += 1
+            running.append(float(loss.detach()))
+            if self.step % 10 == 0:
+                self.logger.log(self.step, **{"losses/train_loss": float(np.mean(running[-10:]))})
+            if cfg.eval_every and self.step % cfg.eval_every == 0:
+                metrics = self.evaluate()
+                self.model.train()
+        self.model.eval()
+        metrics = {
+            "train_loss": float(np.mean(running[-20:])) if running else float("nan"),
+            **self.evaluate(),
+        }
+        metrics["steps"] = float(self.step)
+        metrics["seconds"] = time.perf_counter() - t0
+        return metrics
+
+    @torch.no_grad()
+    def evaluate(self, max_batches: int = 50) -> dict[str, float]:
+        """Held-out mean cross-entropy per token (``eval_loss``, nats) and ``perplexity`` = exp(eval_loss)."""
+        cfg = self.config
+        was_training = self.model.training
+        self.model.eval()
+        total, count = 0.0, 0
+        if self.mode == "corpus":
+            stream = self._eval_stream
+            n_blocks = (len(stream) - 1) // cfg.block_size
+            starts = np.arange(min(n_blocks, max_batches * cfg.batch_size)) * cfg.block_size
+            batches = [
+                self._corpus_batch(starts[i : i + cfg.batch_size], stream)
+                for i in range(0, len(starts), cfg.batch_size)
+            ]
+        else:
+            rows = self.eval_pairs[: max_batches * cfg.batch_size]
+            batches = [
+                self._pairs_batch(rows[i : i + cfg.batch_size]) for i in range(0, len(rows), cfg.batch_size)
+            ]
+        for batch in batches:
+            loss, n = self.loss_on(*batch)
+            total += float(loss) * n
+            count += n
+        if was_training:
+            self.model.train()
+        if count == 0:
+            return {"eval_loss": float("nan"), "perplexity": float("nan")}
+        mean = total / count
+        out = {"eval_loss": mean, "perplexity": float(math.exp(min(mean, 50.0)))}
+        self.logger.log(self.step, **{"charts/eval_loss": mean, "charts/perplexity": out["perplexity"]})
+        return out
+
+    def save(self, path: str | Path) -> Path:
+        """Write the trained LM as a ``save_pretrained`` directory (or the whole policy when given one)."""
+        if self.policy is not None:
+            return self.policy.save_pretrained(path)
+        out = Path(path)
+        self.model.save_pretrained(str(out), safe_serialization=True)  # type: ignore[operator]
+        return out
