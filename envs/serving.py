@@ -30,6 +30,7 @@ try:
     from openenv.core.env_server.interfaces import Environment
     from openenv.core.env_server.types import Action, EnvironmentMetadata, Observation, State
     from pydantic import Field, StrictInt, StrictStr, model_validator
+    from pydantic_core import PydanticCustomError
 except ImportError as _err:  # pragma: no cover - depends on the environment
     raise ImportError(
         "aligngym.envs.serving needs the optional 'serve' extra (openenv-core, uvicorn): "
@@ -68,10 +69,15 @@ class CompletionAction(Action):
 
     @model_validator(mode="after")
     def _one_completion(self) -> CompletionAction:
+        # PydanticCustomError, not ValueError: openenv-core puts ``errors()`` into its JSON error response, and the
+        # ValueError that pydantic keeps in an error's context cannot be serialized (it would turn a 422 into a 500)
         if (self.completion is None) == (self.actions is None):
-            raise ValueError("give exactly one of 'completion' (text) or 'actions' (list of action indices)")
+            raise PydanticCustomError(
+                "completion_or_actions",
+                "give exactly one of 'completion' (text) or 'actions' (action indices)",
+            )
         if self.prompt_index is not None and self.prompt is not None:
-            raise ValueError("give 'prompt_index' or 'prompt', not both")
+            raise PydanticCustomError("prompt_or_index", "give 'prompt_index' or 'prompt', not both")
         return self
 
 
