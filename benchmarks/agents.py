@@ -391,7 +391,7 @@ def agent_status(name: str) -> str:
         found = importlib.util.find_spec(spec.module) is not None
     except (ImportError, ValueError) as err:
         return f"unavailable: {err}"
-    return "ok" if found else f"not installed: module {spec.module} not found"
+    return "ok" if found else f"unavailable: module {spec.module} not found"
 
 
 def list_agents() -> dict[str, str]:
