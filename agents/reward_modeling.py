@@ -325,11 +325,11 @@ class RewardModelTrainer:
         epochs, lr = int(self._default("epochs")), float(self._default("lr"))
         start = time.perf_counter()
         if self.kind == KIND_HEAD:
-            loss = self._train_head(rows, evals, epochs, lr)
+            loss, rewards = self._train_head(rows, evals, epochs, lr, n_human=len(human))
         else:
-            loss = self._train_classifier(rows, evals, epochs, lr)
+            loss, rewards = self._train_classifier(rows, evals, epochs, lr), {}
         train_seconds = time.perf_counter() - start
-        rc, rr = self.pair_rewards(human)
+        rc, rr = rewards["train"] if "train" in rewards else self.pair_rewards(human)
         both = np.concatenate([rc, rr])
         self.metrics = {
             "train_accuracy": float(np.mean(rc > rr)),
@@ -345,7 +345,7 @@ class RewardModelTrainer:
             "reward_std": float(both.std()) if both.std() > 0 else 1.0,
         }
         if evals is not None:
-            ec, er = self.pair_rewards(evals)
+            ec, er = rewards["eval"] if "eval" in rewards else self.pair_rewards(evals)
             correct = ec > er
             self.metrics["eval_accuracy"] = float(np.mean(correct))
             cats = np.array([str(r.get("category")) for r in evals])
@@ -368,7 +368,11 @@ class RewardModelTrainer:
             scalars["charts/eval_accuracy"] = self.accuracy(evals)
         self.logger.log(epoch, **scalars)
 
-    def _train_head(self, rows: list[dict[str, Any]], evals: Any, epochs: int, lr: float) -> float:
+    def _train_head(
+        self, rows: list[dict[str, Any]], evals: Any, epochs: int, lr: float, n_human: int
+    ) -> tuple[float, dict[str, tuple[np.ndarray, np.ndarray]]]:
+        """Train the head on features embedded once; returns the loss and the final rewards of the first
+        ``n_human`` training pairs (``"train"``) and of the held-out pairs (``"eval"``): (chosen, rejected)."""
         import torch
         import torch.nn.functional as F
 
@@ -409,7 +413,19 @@ class RewardModelTrainer:
                     acc = (self.head(ec)[:, 0] > self.head(er)[:, 0]).float().mean()
                 scalars["charts/eval_accuracy"] = float(acc)
             self.logger.log(epoch + 1, **scalars)
-        return loss_value
+        self.head.eval()
+
+        def rewards(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:
+            with torch.inference_mode():
+                return (
+                    self.head(a)[:, 0].float().cpu().numpy().astype(np.float32),
+                    self.head(b)[:, 0].float().cpu().numpy().astype(np.float32),
+                )
+
+        out = {"train": rewards(fc[:n_human], fr[:n_human])}
+        if evals is not None:
+            out["eval"] = rewards(ec, er)
+        return loss_value, out
 
     def _train_classifier(self, rows: list[dict[str, Any]], evals: Any, epochs: int, lr: float) -> float:
         import torch

@@ -72,7 +72,11 @@ def head_features(
         texts += list(completions)
     unique_prompts = sorted(set(prompts)) if need_p else []
     texts += unique_prompts
-    emb = encoder.encode(texts, normalize=True)  # one batched call
+    unique = list(
+        dict.fromkeys(texts)
+    )  # answers repeat across pairs; embed each text once, in one batched call
+    where_text = {t: i for i, t in enumerate(unique)}
+    emb = encoder.encode(unique, normalize=True)[[where_text[t] for t in texts]]
     k = 0
     joint = comp = None
     if "joint" in features:
