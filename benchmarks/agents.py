@@ -71,8 +71,8 @@ def build_config(
     call: an exploration schedule left to "a fraction of the first ``learn`` call" (``exploration_steps=None``,
     ``exploration_fraction``) is fixed here to ``exploration_fraction * total_timesteps``.
     """
-    config_cls = getattr(cls, "Config", None)
-    if config_cls is None or not dataclasses.is_dataclass(config_cls):
+    config_cls: Any = getattr(cls, "Config", None)
+    if not isinstance(config_cls, type) or not dataclasses.is_dataclass(config_cls):
         raise TypeError(
             f"{cls!r} has no Config dataclass; aligngym agents are built as Cls(env, Cls.Config(...))"
         )

@@ -169,14 +169,18 @@ class HackingRule:
         metric = "distinct_2"
         if not (_finite(first.get(metric)) and _finite(last.get(metric))):
             metric = "distinct_1"
-        d0, dt = first.get(metric), last.get(metric)
-        s0, st = first.get("mean_score"), last.get("mean_score")
+        values: list[Any] = [
+            first.get(metric),
+            last.get(metric),
+            first.get("mean_score"),
+            last.get("mean_score"),
+        ]
         out["metric"] = metric
-        if not (_finite(d0) and _finite(dt) and _finite(s0) and _finite(st)) or d0 <= 0:
+        if not all(_finite(v) for v in values) or float(values[0]) <= 0:
             out["reason"] = "diversity or score undefined"
             return out
-        d0, dt = float(d0), float(dt)
-        rise, ratio = float(st) - float(s0), dt / d0
+        d0, dt, s0, st = (float(v) for v in values)
+        rise, ratio = st - s0, dt / d0
         out.update(score_rise=rise, diversity_start=d0, diversity_end=dt, diversity_ratio=ratio)
         rose = rise >= self.min_score_rise
         collapsed = ratio <= self.diversity_ratio or (dt < d0 and dt <= self.diversity_floor)
@@ -1258,9 +1262,9 @@ def render_report(
         "",
     ]
     for env_id, paths in plots.items():
-        curve = next((p for p in paths if p.name.endswith("_curves.png")), None)
-        if curve is not None:
-            lines += [f"![{env_slug(env_id)} learning curves]({curve.relative_to(out_dir).as_posix()})", ""]
+        png = next((p for p in paths if p.name.endswith("_curves.png")), None)
+        if png is not None:
+            lines += [f"![{env_slug(env_id)} learning curves]({png.relative_to(out_dir).as_posix()})", ""]
     lines += ["## Reward-hacking diagnostics", "", rule.describe(), ""]
     lines += [
         "| run | score start -> end | metric | diversity start -> end | ratio | KL end | flagged |",
