@@ -62,42 +62,34 @@ def head_features(
 
     :param encoder: a :class:`aligngym.envs.scorers.embedding.SentenceEncoder`.
     """
-    n = len(completions)
-    texts: list[str] = []
+    unknown = [f for f in features if f not in HEAD_FEATURES]
+    if unknown:
+        raise ValueError(f"unknown head features {unknown}; expected a subset of {HEAD_FEATURES}")
+    completions = list(completions)
+    prompts = list(prompts)
+    joint_texts = [format_text(p, c) for p, c in zip(prompts, completions)] if "joint" in features else []
     need_c = any(f in features for f in ("completion", "prompt_x_completion", "cosine"))
     need_p = any(f in features for f in ("prompt_x_completion", "cosine"))
-    if "joint" in features:
-        texts += [format_text(p, c) for p, c in zip(prompts, completions)]
-    if need_c:
-        texts += list(completions)
-    unique_prompts = sorted(set(prompts)) if need_p else []
-    texts += unique_prompts
-    unique = list(
-        dict.fromkeys(texts)
-    )  # answers repeat across pairs; embed each text once, in one batched call
-    where_text = {t: i for i, t in enumerate(unique)}
-    emb = encoder.encode(unique, normalize=True)[[where_text[t] for t in texts]]
-    k = 0
-    joint = comp = None
-    if "joint" in features:
-        joint, k = emb[k : k + n], k + n
-    if need_c:
-        comp, k = emb[k : k + n], k + n
-    prompt = None
-    if need_p:
-        where = {p: i for i, p in enumerate(unique_prompts)}
-        prompt = emb[k:][[where[p] for p in prompts]]
-    blocks = []
+    texts = joint_texts + (completions if need_c else []) + (prompts if need_p else [])
+    # prompts and answers repeat across pairs: embed each distinct text once, in one batched call
+    unique = list(dict.fromkeys(texts))
+    row = {t: i for i, t in enumerate(unique)}
+    table = encoder.encode(unique, normalize=True)
+
+    def embed(items: Sequence[str]) -> np.ndarray:
+        return table[[row[t] for t in items]]
+
+    blocks: list[np.ndarray] = []
     for f in features:
         if f == "joint":
-            blocks.append(joint)
+            blocks.append(embed(joint_texts))
         elif f == "completion":
-            blocks.append(comp)
+            blocks.append(embed(completions))
         elif f == "prompt_x_completion":
-            blocks.append(prompt * comp)  # type: ignore[operator]
-        elif f == "cosine":
-            blocks.append((prompt * comp).sum(axis=1, keepdims=True))  # type: ignore[operator]
-    return np.concatenate(blocks, axis=1).astype(np.float32) if n else np.zeros((0, 0), np.float32)
+            blocks.append(embed(prompts) * embed(completions))
+        else:  # cosine of unit vectors
+            blocks.append((embed(prompts) * embed(completions)).sum(axis=1, keepdims=True))
+    return np.concatenate(blocks, axis=1).astype(np.float32)
 
 
 def build_head(in_dim: int, hidden: int) -> Any:
