@@ -71,7 +71,7 @@ def _mode_value(mode: Any) -> str:
 def _put(infos: dict[str, Any], key: str, n: int, idx: np.ndarray, values: Any) -> None:
     """Set ``infos[key][idx] = values`` and ``infos["_key"][idx] = True``, creating both arrays as Gymnasium does.
 
-    :param values: a numeric/bool ndarray with ``len(idx)`` rows (stored in an array of its dtype), a list of
+    :param values: a fresh numeric/bool ndarray with ``len(idx)`` rows (stored in an array of its dtype), a list of
         Python objects (stored in an object array), or a dict of such (stored as a nested batched info dict).
     """
     if isinstance(values, dict):
@@ -83,9 +83,12 @@ def _put(infos: dict[str, Any], key: str, n: int, idx: np.ndarray, values: Any) 
         infos[key] = sub
     elif isinstance(values, np.ndarray):
         arr = infos.get(key)
-        if arr is None:
-            arr = np.zeros((n, *values.shape[1:]), dtype=values.dtype)
-        arr[idx] = values
+        if arr is None and idx.size == n:
+            arr = values  # every row (idx is sorted and unique): callers pass fresh arrays, so no copy
+        else:
+            if arr is None:
+                arr = np.zeros((n, *values.shape[1:]), dtype=values.dtype)
+            arr[idx] = values
         infos[key] = arr
     else:
         arr = infos.get(key)
@@ -135,6 +138,11 @@ class AlignmentVectorEnv(gym.vector.VectorEnv):
 
     Seeding follows ``SyncVectorEnv``: ``reset(seed=s)`` seeds row i with ``s + i`` (or pass a list of N seeds), and
     every row draws its prompts from its own generator exactly as a single env would.
+
+    Batch mode (``autoreset_mode="batch"``; ``metadata["autoreset_mode"] == "Batch"``) is not a Gymnasium mode, so
+    generic Gymnasium/SB3 code must not be given it (``make_vec``'s warning about that is silenced for these
+    classes). ``gym.make_vec`` refuses ``wrappers=`` for a vector entry point: to wrap single envs use
+    ``vectorization_mode="sync"`` (the vector-only options above are then accepted and ignored by each single env).
     """
 
     metadata: dict[str, Any] = {"render_modes": ["ansi"], "render_fps": 4, "autoreset_mode": NEXT_STEP}
@@ -164,9 +172,8 @@ class AlignmentVectorEnv(gym.vector.VectorEnv):
         self.render_mode = render_mode
         self.autoreset_mode = resolve_autoreset_mode(autoreset_mode)
         self._mode = _mode_value(self.autoreset_mode)
-        if (
-            self._mode == BATCH
-        ):  # make_vec warns about any mode outside AutoresetMode; this one is ours, on purpose
+        if self._mode == BATCH:
+            # make_vec warns about any mode outside AutoresetMode; this one is aligngym's own, on purpose
             warnings.filterwarnings(
                 "ignore",
                 message=r".*(Token|Sequence)VectorEnv\(.*metadata\['autoreset_mode'\] is not an instance of "
@@ -181,9 +188,8 @@ class AlignmentVectorEnv(gym.vector.VectorEnv):
             None if max_episode_steps is None else _positive_int("max_episode_steps", max_episode_steps)
         )
 
-        self.runtime = rt = TaskRuntime(
-            task, **options
-        )  # ONE runtime (tokenizer, prompts, scorer) for all rows
+        # ONE runtime (tokenizer, encoded prompts, action map, scorer, reference model) serves all rows
+        self.runtime = rt = TaskRuntime(task, **options)
         box = spaces.Box(0, rt.vocab_size - 1, shape=(rt.seq_len,), dtype=np.int64)
         self.single_observation_space = spaces.Dict(
             {"input_ids": box, "attention_mask": spaces.Box(0, 1, shape=(rt.seq_len,), dtype=np.int64)}
@@ -231,7 +237,7 @@ class AlignmentVectorEnv(gym.vector.VectorEnv):
             self._rng(i)
         return tuple(self._row_seeds)
 
-    @property
+    @property  # type: ignore[misc]
     def np_random(self) -> tuple[np.random.Generator, ...]:  # type: ignore[override]
         """Each row's generator (as ``SyncVectorEnv.np_random``)."""
         return tuple(self._rng(i) for i in range(self.num_envs))
@@ -328,12 +334,12 @@ class AlignmentVectorEnv(gym.vector.VectorEnv):
         for i in idx.tolist():
             self._last_text[i] = ""
         n = self.num_envs
-        _put(infos, "prompt", n, idx, [self._rows[i]["prompt"] for i in idx.tolist()])  # type: ignore[index]
+        _put(infos, "prompt", n, idx, [self._rows[i]["prompt"] for i in idx.tolist()])
         _put(infos, "prompt_index", n, idx, pidx)
         if rt.eos_note:
             _put(infos, "eos_note", n, idx, [rt.eos_note] * idx.size)
         if rt.mask_in_info:
-            _put(infos, "action_mask", n, idx, np.repeat(self._mask_early[None], idx.size, axis=0))
+            _put(infos, "action_mask", n, idx, self._mask_rows(np.zeros(idx.size, dtype=np.int64)))
 
     # -- Gymnasium API ---------------------------------------------------------------------------------------------
     def reset(
@@ -458,9 +464,17 @@ class AlignmentVectorEnv(gym.vector.VectorEnv):
     def _finish_texts(self, idx: np.ndarray) -> tuple[list[str], list[bool]]:
         """Decoded completions of rows ``idx`` (cut at stop strings) and whether a stop string cut them."""
         rt, P = self.runtime, self._P
+        ids = [self._ids[i, P : P + g].tolist() for i, g in zip(idx.tolist(), self._gen[idx].tolist())]
+        # one batched decode of Python-int lists (as TextTokenizer.decode), then runtime.completion_text's stop cut
+        decoded = rt.tokenizer.backend.decode_batch(ids, skip_special_tokens=True)
         texts, stopped = [], []
-        for i, g in zip(idx.tolist(), self._gen[idx].tolist()):
-            text, hit = rt.completion_text(self._ids[i, P : P + g].tolist())
+        for text in decoded:
+            hit = False
+            for s in rt.stop:
+                k = text.find(s)
+                if k >= 0:
+                    text, hit = text[:k], True
+                    break
             texts.append(text)
             stopped.append(hit)
         return texts, stopped
@@ -470,10 +484,9 @@ class AlignmentVectorEnv(gym.vector.VectorEnv):
         rows = [self._rows[i] for i in idx.tolist()]
         size = self.scorer_batch_size or max(len(rows), 1)
         if len(rows) <= size:
-            return self.runtime.score(rows, texts)  # type: ignore[arg-type]
+            return self.runtime.score(rows, texts)
         parts = [
-            self.runtime.score(rows[s : s + size], texts[s : s + size])  # type: ignore[arg-type]
-            for s in range(0, len(rows), size)
+            self.runtime.score(rows[s : s + size], texts[s : s + size]) for s in range(0, len(rows), size)
         ]
         total = np.concatenate([p[0] for p in parts])
         comps = {k: np.concatenate([p[1][k] for p in parts]) for k in parts[0][1]}
@@ -491,7 +504,7 @@ class AlignmentVectorEnv(gym.vector.VectorEnv):
         """The end-of-episode info of rows ``idx`` (as the single env's ``_finish``)."""
         n, P = self.num_envs, self._P
         gens = self._gen[idx].tolist()
-        _put(infos, "prompt", n, idx, [self._rows[i]["prompt"] for i in idx.tolist()])  # type: ignore[index]
+        _put(infos, "prompt", n, idx, [self._rows[i]["prompt"] for i in idx.tolist()])
         _put(infos, "prompt_index", n, idx, self._prompt_index[idx].copy())
         _put(infos, "completion", n, idx, texts)
         _put(
@@ -507,13 +520,21 @@ class AlignmentVectorEnv(gym.vector.VectorEnv):
         for i, text in zip(idx.tolist(), texts):
             self._last_text[i] = text
 
+    def _mask_rows(self, gen: np.ndarray) -> np.ndarray:
+        """Action masks (bool (len(gen), k)) of rows that have generated ``gen`` tokens (as ``runtime.action_mask``)."""
+        out = np.repeat(self._mask_late[None], gen.size, axis=0)
+        early = gen < self.runtime.min_new_tokens
+        if early.any():
+            out[early] = self._mask_early
+        return out
+
     # -- extras ----------------------------------------------------------------------------------------------------
     @property
     def active(self) -> np.ndarray:
         """bool (N,): rows whose episode is running (batch mode: False for rows idling until the batch is done)."""
         return ~self._ended if self._started else np.zeros(self.num_envs, dtype=np.bool_)
 
-    def render(self) -> tuple[str, ...] | None:  # type: ignore[override]
+    def render(self) -> tuple[str, ...] | None:
         """``render_mode="ansi"``: one ``"Prompt: ...\\nCompletion: ..."`` string per row."""
         if self.render_mode != "ansi":
             return None
@@ -588,8 +609,7 @@ class TokenVectorEnv(AlignmentVectorEnv):
 
     def action_masks(self) -> np.ndarray:
         """Valid actions now, bool (N, k) (read by sb3-contrib ``MaskablePPO``)."""
-        early = (self._gen < self.runtime.min_new_tokens)[:, None]
-        return np.where(early, self._mask_early[None], self._mask_late[None])
+        return self._mask_rows(self._gen)
 
     def _advance(
         self, idx: np.ndarray, actions: np.ndarray, infos: dict[str, Any]
@@ -641,8 +661,7 @@ class TokenVectorEnv(AlignmentVectorEnv):
                     reasons,
                 )
         if rt.mask_in_info:
-            early = (gen < rt.min_new_tokens)[:, None]
-            _put(infos, "action_mask", n, idx, np.where(early, self._mask_early[None], self._mask_late[None]))
+            _put(infos, "action_mask", n, idx, self._mask_rows(gen))
         return reward, fin
 
 
