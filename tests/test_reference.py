@@ -194,6 +194,22 @@ def test_sequence_env_reward_adds_coef_times_completion_logprob(lm_dir: Path, re
     assert reward == pytest.approx(info["score"] + coef * info["ref_logprob"], abs=1e-4)
 
 
+@pytest.mark.parametrize("granularity", ["Token", "Sequence"])
+def test_native_vector_env_ref_logprob_matches_single_envs(lm_dir: Path, granularity: str) -> None:
+    env_id = f"aligngym/Sentiment-{granularity}-v0"
+    kwargs = {"reference_model": str(lm_dir), "ref_logprob_coef": 0.5, "max_new_tokens": 4}
+    native = gym.make_vec(env_id, num_envs=4, vectorization_mode="vector_entry_point", **kwargs)
+    sync = gym.make_vec(env_id, num_envs=4, vectorization_mode="sync", **kwargs)
+    native.reset(seed=3)
+    sync.reset(seed=3)
+    actions = np.random.default_rng(0).integers(10, 500, size=native.action_space.shape)
+    _, r_native, _, _, i_native = native.step(actions)
+    _, r_sync, _, _, i_sync = sync.step(actions)
+    np.testing.assert_allclose(i_native["ref_logprob"], i_sync["ref_logprob"], atol=1e-5)
+    np.testing.assert_allclose(r_native, r_sync, atol=1e-5)
+    assert (i_native["ref_logprob"] < 0).all()
+
+
 def test_env_with_mismatched_reference_raises_on_first_step(lm_dir: Path) -> None:
     env = gym.make(
         "aligngym/Sentiment-Token-v0", tokenizer="minilm", reference_model=str(lm_dir), ref_logprob_coef=0.1
