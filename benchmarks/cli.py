@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -175,7 +176,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
         print(f"aligngym: no run JSON in {Path(args.out) / 'runs'}", file=sys.stderr)
         return 2
     suite = load_suite(args.config) if args.config else {}
-    _, report, table = write_outputs(records, args.out, rule=hacking_rule_of(suite))
+    stored = (
+        json.loads((Path(args.out) / "suite.json").read_text())
+        if (Path(args.out) / "suite.json").is_file()
+        else {}
+    )
+    meta = stored.get("suite") if isinstance(stored, dict) else None
+    _, report, table = write_outputs(records, args.out, rule=hacking_rule_of(suite), suite_meta=meta)
     print(table)
     print(f"\nreport: {report}", file=sys.stderr)
     return 0

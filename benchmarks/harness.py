@@ -847,10 +847,9 @@ def run_suite(
             say(f"warning: agent {name!r} is {status}; its runs will be recorded as failed")
     if skipped:
         say(f"resume: {len(skipped)} finished run(s) skipped, {len(todo)} to run")
-    if suite_meta is not None:
-        write_json_atomic(
-            out / "suite.json", {"suite": suite_meta, "runs": [dataclasses.asdict(s) for s in specs]}
-        )
+    write_json_atomic(
+        out / "suite.json", {"suite": suite_meta or {}, "runs": [dataclasses.asdict(s) for s in specs]}
+    )
 
     bar = None
     if progress and todo:
@@ -989,9 +988,18 @@ def _run_ray(
 
 
 def load_records(out_dir: str | Path) -> list[dict[str, Any]]:
-    """Every run record under ``out_dir/runs`` (sorted by run id); unreadable files are skipped."""
+    """Every run record under ``out_dir/runs``, in the order of the last suite run there (``suite.json``), the
+    rest by run id; unreadable files are skipped."""
     recs = [_read_record(p) for p in sorted((Path(out_dir) / RUNS_DIR).glob("*.json"))]
-    return [r for r in recs if r is not None and "run_id" in r]
+    found = [r for r in recs if r is not None and "run_id" in r]
+    suite = _read_record(Path(out_dir) / "suite.json") or {}
+    order: dict[str, int] = {}
+    for i, spec in enumerate(suite.get("runs", [])):
+        try:
+            order[RunSpec(**spec).run_id] = i
+        except (TypeError, ValueError):  # a suite.json written by another version
+            continue
+    return sorted(found, key=lambda r: (order.get(r["run_id"], len(order)), r["run_id"]))
 
 
 def _fmt(x: Any, digits: int = 3) -> str:
@@ -1136,6 +1144,21 @@ def results_table(records: Sequence[dict[str, Any]], rule: HackingRule) -> str:
     return "\n".join(rows)
 
 
+def components_table(records: Sequence[dict[str, Any]]) -> str:
+    """Markdown table of the final reward components per (env, agent), mean ± std over finished seeds."""
+    rows = ["| env | agent | components |", "|---|---|---|"]
+    for (env_id, agent), recs in _groups(records).items():
+        finals = [
+            (r.get("final") or {}).get("reward_components") or {} for r in recs if r.get("status") == "ok"
+        ]
+        names = list(dict.fromkeys(k for f in finals for k in f))
+        if not finals:
+            continue
+        cells = ", ".join(f"{k} {_mean_std([f.get(k) for f in finals])}" for k in names) or "-"
+        rows.append(f"| {env_slug(env_id)} | {agent} | {cells} |")
+    return "\n".join(rows)
+
+
 def _md_cell(text: Any, limit: int = 120) -> str:
     s = str(text).replace("\r", " ").replace("\n", "⏎").replace("|", "\\|").replace("`", "'")
     return s if len(s) <= limit else s[: limit - 1] + "…"
@@ -1257,6 +1280,10 @@ def render_report(
         "is corpus-level over the completions' token ids; length is in tokens.",
         "",
         results_table(records, rule),
+        "",
+        'Reward components (`info["reward_components"]`, mean over the final evaluation, mean ± std over seeds):',
+        "",
+        components_table(records),
         "",
         "## Learning curves",
         "",

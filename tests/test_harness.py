@@ -334,6 +334,18 @@ def test_ray_backend_runs_tasks(tmp_path: Path) -> None:
     assert result.failed == [] and run_json_path(tmp_path, specs[0].run_id).is_file()
 
 
+def test_cli_report_rebuilds_outputs_from_run_jsons(
+    tiny_out: tuple[Path, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "copy"
+    shutil.copytree(tiny_out[0], out)
+    for name in ("report.md", "results.csv"):
+        (out / name).unlink()
+    assert cli.main(["report", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == tiny_out[1].table  # same rows, in the suite's order
+    assert (out / "report.md").is_file() and (out / "results.csv").is_file()
+
+
 def test_cli_list_prints_envs_scorers_agents(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["list"]) == 0
     text = capsys.readouterr().out
