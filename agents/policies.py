@@ -91,3 +91,10 @@ class GRUPolicy(nn.Module):
             raise RuntimeError("this GRUPolicy has no value head; build it with value_head=True")
         h = self.encode(input_ids, attention_mask)
         return self.policy_head(h), self.value_head(h).squeeze(-1)
+
+
+# The causal-LM policy (value head on the shared trunk, KV-cached sampling) lives in agents/lm.py; it is
+# re-exported here so that every policy is importable from one place (DESIGN.md: aligngym.agents.policies).
+from aligngym.agents.lm import CausalLMPolicy, tiny_causal_lm  # noqa: E402
+
+__all__ = ["CausalLMPolicy", "GRUPolicy", "tiny_causal_lm"]
