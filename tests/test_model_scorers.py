@@ -296,6 +296,19 @@ def test_fluency_matches_the_reference_models_token_logprobs(trained_lm_dir: Pat
     assert score[0] == pytest.approx(float(per_token.mean()), abs=1e-5)
 
 
+def test_default_fluency_prefers_a_sentence_to_word_salad() -> None:
+    from aligngym.envs.reference import default_reference_dir
+
+    if not (default_reference_dir() / "config.json").is_file():
+        pytest.skip("the shipped reference LM (envs/data/reference_lm) is not there")
+    scorer = make_scorer("fluency", device="cpu")
+    scores = scorer(
+        ["The hotel room was"] * 2,
+        [" clean and quiet, and the staff were friendly.", " xq was the zzv of ptk"],
+    )
+    assert scores[0] > scores[1] + 2.0
+
+
 # -- human feedback -------------------------------------------------------------------------------------------------
 def human(answers: str, tmp_path: Path, **kwargs):
     from aligngym.envs.scorers.human import HumanFeedbackScorer
