@@ -228,7 +228,12 @@ def test_batch_mode_idles_finished_rows_then_resets_all_together() -> None:
         np.testing.assert_array_equal(obs["input_ids"][i], o["input_ids"])
     eos = venv.unwrapped.runtime.eos_id
     # row 0 ends at once (EOS), row 1 after two tokens, row 2 at the budget
-    plan = [[eos, 7, 8], [9, eos, 10], [11, 12, 13], [14, 15, 16]]
+    plan = [
+        [eos, 7, 8],
+        [9, eos, 10],
+        [11, 12, 13],
+        [10**6, -1, 16],
+    ]  # idle rows' actions are not even checked
     done = np.zeros(3, bool)
     frozen: dict[int, np.ndarray] = {}
     for a in plan:
@@ -419,11 +424,15 @@ def test_throughput_quick_writes_the_expected_json(tmp_path: Any) -> None:
     assert main(["--quick", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert {"machine", "settings", "env_steps", "rollout", "overhead", "targets"} <= set(result)
-    assert {"native", "sync", "async"} <= set(result["env_steps"][-1]["steps_per_s"])
-    assert set(result["rollout"]["tokens_per_s"]) == {"env_api_length", "kv_loop_no_env", "generate"}
-    assert "env_api_length_vs_generate" in result["rollout"]["ratios"]
+    assert set(result["env_steps"][-1]["steps_per_s"]["wall"]) == {"native", "sync", "async"}
+    assert result["env_steps"][-1]["steps_per_s"]["cpu"]["async"] is None  # its work runs in other processes
+    assert set(result["rollout"]["tokens_per_s"]["cpu"]) == {"env_api_length", "kv_loop_no_env", "generate"}
+    assert "env_api_length_vs_generate" in result["rollout"]["ratios"]["wall"]
     assert {"env_step_ms", "policy_step_ms", "env_vs_policy_step"} <= set(result["overhead"])
-    assert {"a_native_vs_sync", "b_rollout_vs_generate", "c_env_overhead"} <= set(result["targets"])
+    assert set(result["targets"]) == {"a_native_vs_sync", "b_rollout_vs_generate", "c_env_overhead"}
+    assert all(
+        isinstance(t["value"], float) and isinstance(t["met"], bool) for t in result["targets"].values()
+    )
 
 
 @pytest.mark.gpu
