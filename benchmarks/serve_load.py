@@ -120,9 +120,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     import gymnasium as gym
 
-    import aligngym.envs  # noqa: F401
+    from aligngym.envs import AlignmentEnv
 
-    n_prompts = len(gym.make(args.env_id).unwrapped.runtime.rows)
+    base = gym.make(args.env_id).unwrapped
+    if not isinstance(base, AlignmentEnv):
+        raise SystemExit(f"{args.env_id!r} is not an aligngym env")
+    n_prompts = len(base.runtime.rows)
     proc = None
     server = None
     if args.in_process:
