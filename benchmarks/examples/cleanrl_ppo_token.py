@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -91,7 +92,7 @@ class Agent(nn.Module):
 
 
 def make_envs(args: Args) -> gym.vector.VectorEnv:
-    kwargs = {"action_vocab": args.action_vocab} if args.action_vocab else {}
+    kwargs: dict[str, Any] = {"action_vocab": args.action_vocab} if args.action_vocab else {}
     if args.vectorization_mode:
         kwargs["vectorization_mode"] = args.vectorization_mode
     envs = gym.make_vec(args.env_id, num_envs=args.num_envs, **kwargs, **args.extra)
@@ -134,9 +135,12 @@ def train(args: Args) -> dict:
         writer = SummaryWriter(args.tensorboard)
 
     envs = make_envs(args)
-    ids_space = envs.single_observation_space["input_ids"]
+    obs_space, act_space = envs.single_observation_space, envs.single_action_space
+    assert isinstance(obs_space, gym.spaces.Dict) and isinstance(act_space, gym.spaces.Discrete)
+    ids_space = obs_space["input_ids"]
+    assert isinstance(ids_space, gym.spaces.Box)
     vocab_size, seq_len = int(ids_space.high.max()) + 1, int(ids_space.shape[0])
-    n_actions = int(envs.single_action_space.n)
+    n_actions = int(act_space.n)
     agent = Agent(vocab_size, seq_len, n_actions, args.embed_dim, args.hidden)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
 

@@ -35,10 +35,10 @@ class OpenEnvReward:
 
     def __call__(
         self, prompts: list[Any], completions: list[Any], prompt_index: list[int], **kwargs: Any
-    ) -> list[float]:
+    ) -> list[float | None]:
         from aligngym.envs.serving import CompletionAction
 
-        rewards = []
+        rewards: list[float | None] = []
         for i, completion in zip(prompt_index, completions):
             text = completion if isinstance(completion, str) else completion[-1]["content"]
             result = self._client.step(CompletionAction(completion=text, prompt_index=int(i)))
