@@ -21,6 +21,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvO
 from torch import nn
 
 from aligngym.agents.base import Agent, AgentConfig, Callback, CheckpointError, add_batch_dim
+from aligngym.envs.wrappers import load_input_embeddings, runtime_of
 
 POOLINGS = ("mean", "gru", "mean_gru")
 AGENT_NAMES = ("sb3-ppo", "sb3-a2c", "sb3-dqn", "sb3-maskable-ppo")
@@ -47,34 +48,6 @@ ALGO_DEFAULTS: dict[str, dict[str, Any]] = {
 
 
 # -- features extractor ---------------------------------------------------------------------------------------------
-def _load_input_embeddings(source: Any) -> torch.Tensor:
-    """The input-embedding matrix (float32, (V_lm, D)) of a causal LM given as an object, a local dir or a matrix."""
-    if isinstance(source, str | Path):
-        path = Path(source)
-        if not path.is_dir():
-            raise FileNotFoundError(
-                f"init_embeddings {str(source)!r} is not a local model directory (aligngym never downloads)"
-            )
-        from transformers import AutoModelForCausalLM
-
-        model = AutoModelForCausalLM.from_pretrained(
-            str(path), local_files_only=True, trust_remote_code=False
-        )
-        source = model
-    if hasattr(source, "get_input_embeddings"):
-        source = source.get_input_embeddings()
-    if isinstance(source, nn.Embedding):
-        source = source.weight
-    if isinstance(source, np.ndarray):
-        source = torch.from_numpy(source)
-    if not isinstance(source, torch.Tensor) or source.ndim != 2:
-        raise TypeError(
-            "init_embeddings must be a transformers model (get_input_embeddings), a local model directory, an "
-            f"nn.Embedding or a (V, D) matrix; got {type(source).__name__}"
-        )
-    return source.detach().float().cpu().clone()
-
-
 class TokenEmbeddingExtractor(BaseFeaturesExtractor):
     """Features of aligngym's ``Dict(input_ids, attention_mask)`` observations for SB3 policies.
 
@@ -127,7 +100,9 @@ class TokenEmbeddingExtractor(BaseFeaturesExtractor):
             raise ValueError(f"vocab_size={vocab} is smaller than the observation's id range ({space_vocab})")
         if prompt_len is not None and not 0 < int(prompt_len) < seq_len:
             raise ValueError(f"prompt_len must be in [1, {seq_len - 1}] for L={seq_len}, got {prompt_len}")
-        weight = _load_input_embeddings(init_embeddings) if init_embeddings is not None else None
+        weight = (
+            torch.from_numpy(load_input_embeddings(init_embeddings)) if init_embeddings is not None else None
+        )
         if weight is not None and weight.shape[0] < vocab:
             raise ValueError(
                 f"init_embeddings has {weight.shape[0]} rows but the env's vocabulary has {vocab} ids: the LM must "
@@ -248,7 +223,7 @@ def token_policy_kwargs(
             "token_policy_kwargs needs an aligngym env with Dict(input_ids, attention_mask) observations, got "
             f"{space}; for flat or embedding observations use SB3's MlpPolicy"
         )
-    runtime = _runtime_of(env)
+    runtime = runtime_of(env)
     kwargs: dict[str, Any] = {
         "embed_dim": embed_dim,
         "pooling": pooling,
@@ -268,21 +243,6 @@ def token_policy_kwargs(
             {k: list(v) for k, v in net_arch.items()} if isinstance(net_arch, dict) else list(net_arch)
         )
     return out
-
-
-def _runtime_of(env: Any) -> Any:
-    """The :class:`~aligngym.envs.core.TaskRuntime` behind a single, vector or SB3-wrapped env (or ``None``)."""
-    seen = 0
-    while env is not None and seen < 16:
-        seen += 1
-        rt = getattr(getattr(env, "unwrapped", env), "runtime", None)
-        if rt is not None:
-            return rt
-        envs = getattr(env, "envs", None)
-        if envs:
-            return _runtime_of(envs[0])
-        env = getattr(env, "venv", None) or getattr(env, "env", None)
-    return None
 
 
 # -- SB3 VecEnv over a Gymnasium VectorEnv --------------------------------------------------------------------------
@@ -673,7 +633,7 @@ class SB3Agent(Agent):
             policy = "MultiInputPolicy"
             policy_kwargs = {
                 **token_policy_kwargs(
-                    sb3_env if _runtime_of(sb3_env) is not None else env,
+                    sb3_env if runtime_of(sb3_env) is not None else env,
                     embed_dim=cfg.embed_dim,
                     pooling=cfg.pooling,
                     net_arch=cfg.net_arch,
@@ -686,9 +646,14 @@ class SB3Agent(Agent):
             policy = "MultiInputPolicy" if isinstance(space, spaces.Dict) else "MlpPolicy"
             policy_kwargs = {"net_arch": list(cfg.net_arch), **policy_kwargs}
         kwargs = dict(ALGO_DEFAULTS.get(cfg.algo, {}))
+        n_envs = int(getattr(sb3_env, "num_envs", 1))
         if cfg.algo in ("ppo", "maskable-ppo"):
-            kwargs["n_steps"] = max(16, 256 // int(getattr(sb3_env, "num_envs", 1)))
+            kwargs["n_steps"] = max(16, 256 // n_envs)
         kwargs.update(cfg.algo_kwargs)
+        if cfg.algo in ("ppo", "maskable-ppo") and "batch_size" not in cfg.algo_kwargs:
+            kwargs["batch_size"] = min(
+                kwargs["batch_size"], kwargs["n_steps"] * n_envs
+            )  # no truncated mini-batch
         self.model = algo_cls(
             policy,
             sb3_env,
@@ -698,7 +663,7 @@ class SB3Agent(Agent):
             verbose=cfg.verbose,
             **kwargs,
         )
-        self._runtime = _runtime_of(env)
+        self._runtime = runtime_of(env)
 
     def learn(self, total_timesteps: int, callback: Callback | Any = None) -> SB3Agent:
         """Train for ``total_timesteps`` more env steps.

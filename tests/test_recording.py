@@ -1,0 +1,169 @@
+"""RecordEpisodes: episodes of any agent to JSONL / Parquet and back, SFT pairs, offline-RL transitions rebuilt exactly,
+truncated episodes, reference log-probs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.wrappers import TimeLimit
+
+import aligngym.envs  # noqa: F401  (registers the ids)
+from aligngym.agents.sb3 import make_sb3_agent
+from aligngym.envs.wrappers import (
+    FlatTokenObservation,
+    RecordEpisodes,
+    episodes_to_sft_pairs,
+    episodes_to_transitions,
+    load_episodes,
+)
+
+TARGET = "aligngym/Target-Token-v0"
+TARGET_SEQ = "aligngym/Target-Sequence-v0"
+
+
+def play(env: gym.Env, episodes: int, seed: int = 0) -> list[dict[str, Any]]:
+    """Random episodes; returns what the loop saw (observations, actions, rewards, final info) per episode."""
+    env.action_space.seed(seed)
+    seen = []
+    for k in range(episodes):
+        obs, _ = env.reset(seed=seed + k)
+        ep: dict[str, Any] = {"obs": [obs], "actions": [], "rewards": []}
+        done = False
+        while not done:
+            action = env.action_space.sample()
+            obs, reward, terminated, truncated, info = env.step(action)
+            ep["obs"].append(obs)
+            ep["actions"].append(action)
+            ep["rewards"].append(reward)
+            done = terminated or truncated
+        ep["info"] = info
+        seen.append(ep)
+    return seen
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_episodes_round_trip(suffix: str, tmp_path: Path) -> None:
+    if suffix == ".parquet":
+        pytest.importorskip("pyarrow")
+    path = tmp_path / f"episodes{suffix}"
+    env = RecordEpisodes(gym.make(TARGET), path)
+    seen = play(env, 6)
+    env.close()
+    loaded = load_episodes(path)
+    assert len(loaded) == 6
+    for rec, ep in zip(loaded, seen):
+        info = ep["info"]
+        assert rec["prompt"] == info["prompt"] and rec["completion"] == info["completion"]
+        assert rec["completion_ids"] == list(info["completion_ids"])
+        assert rec["actions"] == [int(a) for a in ep["actions"]]
+        assert rec["rewards"] == pytest.approx(ep["rewards"])
+        assert rec["score"] == pytest.approx(info["score"])
+        assert rec["reward_components"] == pytest.approx(info["reward_components"])
+        assert rec["env_id"] == TARGET and rec["length"] == len(ep["actions"]) and rec["terminated"]
+
+
+def test_transitions_rebuild_every_observation_exactly(tmp_path: Path) -> None:
+    env = RecordEpisodes(gym.make(TARGET), tmp_path / "ep.jsonl")
+    seen = play(env, 5, seed=3)
+    env.close()
+    data = episodes_to_transitions(load_episodes(tmp_path / "ep.jsonl"))
+    obs = [o for ep in seen for o in ep["obs"][:-1]]
+    nxt = [o for ep in seen for o in ep["obs"][1:]]
+    np.testing.assert_array_equal(data["observations.input_ids"], np.stack([o["input_ids"] for o in obs]))
+    np.testing.assert_array_equal(
+        data["observations.attention_mask"], np.stack([o["attention_mask"] for o in obs])
+    )
+    np.testing.assert_array_equal(
+        data["next_observations.input_ids"], np.stack([o["input_ids"] for o in nxt])
+    )
+    np.testing.assert_array_equal(data["actions"], [int(a) for ep in seen for a in ep["actions"]])
+    np.testing.assert_allclose(data["rewards"], [r for ep in seen for r in ep["rewards"]])
+    assert data["terminals"].sum() == 5 and not data["timeouts"].any()
+    assert data["rewards"].dtype == np.float32 and data["actions"].dtype == np.int64
+
+
+def test_sequence_episodes_give_one_transition_each(tmp_path: Path) -> None:
+    env = RecordEpisodes(gym.make(TARGET_SEQ), tmp_path / "seq.jsonl")
+    seen = play(env, 4)
+    env.close()
+    data = episodes_to_transitions(load_episodes(tmp_path / "seq.jsonl"))
+    assert data["actions"].shape == (4, 4) and data["terminals"].all()
+    np.testing.assert_array_equal(data["actions"], np.stack([ep["actions"][0] for ep in seen]))
+    np.testing.assert_array_equal(
+        data["next_observations.input_ids"], np.stack([ep["obs"][-1]["input_ids"] for ep in seen])
+    )
+
+
+def test_truncated_episodes_keep_their_tokens_and_are_timeouts(tmp_path: Path) -> None:
+    env = RecordEpisodes(TimeLimit(gym.make(TARGET), max_episode_steps=2), tmp_path / "cut.jsonl")
+    env.reset(seed=0)
+    steps = 0
+    done = False
+    while not done:  # two colour words, no EOS: the TimeLimit cuts the episode
+        _, _, terminated, truncated, _ = env.step(0)
+        steps += 1
+        done = terminated or truncated
+    env.close()
+    [rec] = load_episodes(tmp_path / "cut.jsonl")
+    assert rec["truncated"] and not rec["terminated"] and rec["score"] is None
+    assert len(rec["completion_ids"]) == steps == 2 and rec["completion"].strip() == "red red"
+    data = episodes_to_transitions([rec])
+    assert data["timeouts"].tolist() == [False, True] and not data["terminals"].any()
+
+
+def test_sft_pairs_filter_and_rank_by_score() -> None:
+    eps = [
+        {"prompt": "a", "completion": "x", "score": 0.2},
+        {"prompt": "a", "completion": "y", "score": 0.9},
+        {"prompt": "b", "completion": "z", "score": 0.5},
+        {"prompt": "b", "completion": "w", "score": None},
+    ]
+    assert episodes_to_sft_pairs(eps, min_score=0.4) == [("a", "y"), ("b", "z")]
+    assert episodes_to_sft_pairs(eps, best_per_prompt=True) == [("a", "y"), ("b", "z")]
+    assert episodes_to_sft_pairs(eps, top_fraction=0.25) == [("a", "y")]
+    with pytest.raises(ValueError, match="top_fraction"):
+        episodes_to_sft_pairs(eps, top_fraction=0)
+
+
+def test_ref_logprobs_are_recorded_when_the_env_reports_them(tmp_path: Path) -> None:
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    vocab = gym.make(TARGET).unwrapped.runtime.vocab_size
+    torch.manual_seed(0)
+    lm = GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_embd=16, n_layer=1, n_head=2, n_positions=32))
+    env = RecordEpisodes(
+        gym.make(TARGET, reference_model=lm, ref_logprob_coef=0.1, device="cpu"), tmp_path / "ref.jsonl"
+    )
+    seen = play(env, 2)
+    env.close()
+    loaded = load_episodes(tmp_path / "ref.jsonl")
+    for rec, ep in zip(loaded, seen):
+        assert rec["ref_logprobs"] is not None and len(rec["ref_logprobs"]) == len(ep["actions"])
+        assert all(lp < 0 for lp in rec["ref_logprobs"])
+
+
+def test_an_sb3_agent_on_a_wrapped_env_is_recorded(tmp_path: Path) -> None:
+    recorder = RecordEpisodes(gym.make(TARGET), tmp_path / "sb3.jsonl")
+    env = FlatTokenObservation(
+        recorder
+    )  # the recorder reads infos, so it works under observation wrappers too
+    make_sb3_agent("sb3-ppo", env, seed=0, device="cpu", n_steps=32).learn(64)
+    env.close()
+    loaded = load_episodes(tmp_path / "sb3.jsonl")
+    assert len(loaded) == recorder.episodes_written >= 16  # horizon <= 4
+    assert sum(r["length"] for r in loaded) <= 64
+    assert all(len(r["prompt_ids"]) > 0 for r in loaded)
+
+
+def test_bad_paths_and_lines_raise(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"\.jsonl or \.parquet"):
+        RecordEpisodes(gym.make(TARGET), tmp_path / "x.csv")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a"}\nnot json\n')
+    with pytest.raises(ValueError, match="bad.jsonl:2"):
+        load_episodes(bad)
