@@ -94,16 +94,12 @@ def load_causal_lm(spec: Any = "default") -> nn.Module:
                 f"causal LM {str(spec)!r} is not a local model directory ({path} has no config.json); aligngym "
                 "never downloads: pass a directory saved with save_pretrained, a config, a model or 'default'"
             )
-        from transformers.utils import logging as hf_logging
+        from aligngym.envs.scorers.embedding import quiet_transformers
 
-        verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()
-        try:
+        with quiet_transformers():  # no weight-loading progress bar
             model = AutoModelForCausalLM.from_pretrained(
                 str(path), local_files_only=True, trust_remote_code=False, dtype=torch.float32
             )
-        finally:
-            hf_logging.set_verbosity(verbosity)
         return model.eval()
     raise TypeError(
         f"causal LM must be 'default', a local directory, a transformers PretrainedConfig or model; got "

@@ -2,21 +2,26 @@
 
 ``python -m aligngym.agents.pretrain_reference`` writes ``envs/data/reference_lm/`` (``config.json`` +
 ``model.safetensors``), the model behind ``reference_model="default"`` and the default PPO/GRPO policy. It runs in
-about ten minutes on two CPU cores and prints the held-out perplexity and a few samples.
+about ten minutes on one CPU thread and prints the held-out perplexity and a few samples. Besides the corpus it
+trains on CommonGen-style lines made from corpus sentences ("Write a sentence using: w1, w2, w3. <sentence>", the
+words drawn from the sentence) and the train rows of the keyword prompt set, so the model can copy concepts into a
+sentence at all (test prompts are never used).
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import resource
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from aligngym.agents.lm import CausalLMPolicy, default_reference_dir
-from aligngym.agents.sft import SFTConfig, SFTTrainer
-from aligngym.envs.tasks import data_path
+from aligngym.agents.sft import SFTConfig, SFTTrainer, read_corpus
+from aligngym.envs.tasks import data_path, read_jsonl
 from aligngym.envs.tokenization import load_tokenizer
 
 SAMPLE_PROMPTS = (
@@ -25,6 +30,47 @@ SAMPLE_PROMPTS = (
     "Write a sentence using: dog, frisbee, catch.",
     "Q: How do I keep my kitchen clean?\nA:",
 )
+
+
+#: words never used as synthetic keywords
+STOPWORDS = frozenset(
+    """a an the and or but so if of to in on at by for from with about into over after before under than then this
+    that these those it its it's is are was were be been being have has had do does did not no very really quite
+    just too also still even much more most some any all every each other another such only own same few many
+    i me my we our you your he him his she her they them their what which who whom when where why how can could
+    would should will shall may might must here there again once both out up down off while because until
+    during through between against whose one two three""".split()
+)
+
+
+def keyword_examples(docs: list[str], n: int, seed: int = 0) -> list[str]:
+    """``n`` CommonGen-style lines built from corpus sentences: three content words of a sentence (shuffled),
+    then the sentence. Lines that are already prompts (``Write ...``, ``Q: ...``, ``Paraphrase: ...``) are skipped.
+    """
+    rng = np.random.default_rng(seed)
+    out: list[str] = []
+    candidates = [d for d in docs if not re.match(r"^(Write|Q:|Paraphrase)", d) and 4 <= len(d.split()) <= 18]
+    if not candidates:
+        return out
+    for i in rng.permutation(len(candidates)):
+        words = sorted(
+            {w for w in re.findall(r"[a-z]+", candidates[i].lower()) if len(w) > 2 and w not in STOPWORDS}
+        )
+        if len(words) < 3:
+            continue
+        pick = [words[j] for j in rng.choice(len(words), size=3, replace=False)]
+        out.append(f"Write a sentence using: {', '.join(pick)}. {candidates[i]}")
+        if len(out) >= n:
+            break
+    return out
+
+
+def task_examples() -> list[str]:
+    """Train rows of the keyword prompt set as ``prompt reference`` lines (test rows are left out)."""
+    rows = read_jsonl(data_path("keywords.jsonl"))
+    return [
+        f"{r['prompt']} {r['reference']}" for r in rows if r.get("split") == "train" and r.get("reference")
+    ]
 
 
 def build_model(vocab_size: int, eos_id: int, pad_id: int, args: argparse.Namespace) -> torch.nn.Module:
@@ -77,13 +123,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--n-head", type=int, default=4)
     parser.add_argument("--n-positions", type=int, default=128)
     parser.add_argument("--dropout", type=float, default=0.1)
-    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--max-seconds", type=float, default=570.0)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--block-size", type=int, default=64)
+    parser.add_argument("--block-size", type=int, default=48)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keyword-examples", type=int, default=6000, help="synthetic CommonGen-style lines")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     tok = load_tokenizer("default")
@@ -103,12 +150,22 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         seed=args.seed,
         device="cpu",
     )
-    trainer = SFTTrainer(model, tok, cfg, corpus=args.corpus)
+    docs = read_corpus(args.corpus)
+    extra = keyword_examples(docs, args.keyword_examples, args.seed) + task_examples()
+    print(f"{len(docs)} corpus lines + {len(extra)} keyword lines, e.g. {extra[0]!r}")
+    trainer = SFTTrainer(model, tok, cfg, corpus=docs + extra)
     t0 = time.perf_counter()
     before = trainer.evaluate()
-    metrics = trainer.train()
+    metrics = before
+    while trainer.step < cfg.max_steps and trainer.seconds < cfg.max_seconds:
+        metrics = trainer.train(steps=100)
+        print(
+            f"  step {trainer.step}: train loss {metrics['train_loss']:.3f}, eval loss {metrics['eval_loss']:.3f}, "
+            f"{trainer.seconds:.0f} s",
+            flush=True,
+        )
     print(
-        f"{int(metrics['steps'])} steps in {time.perf_counter() - t0:.0f} s: eval loss {before['eval_loss']:.3f} -> "
+        f"{trainer.step} steps in {time.perf_counter() - t0:.0f} s: eval loss {before['eval_loss']:.3f} -> "
         f"{metrics['eval_loss']:.3f} nats/token, perplexity {before['perplexity']:.1f} -> {metrics['perplexity']:.2f}"
     )
     for attr in ("resid_pdrop", "embd_pdrop", "attn_pdrop"):  # inference config: no dropout

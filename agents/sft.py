@@ -38,7 +38,8 @@ class SFTConfig:
     :param block_size: tokens per training sequence (corpus mode: windows that start at a document start and run
         on across the EOS-separated documents that follow; pairs mode: longer pairs are cut).
     :param max_steps: optimizer steps of :meth:`SFTTrainer.train` (and the length of the LR schedule).
-    :param max_seconds: stop ``train`` after this wall time (0: no limit); the schedule still assumes max_steps.
+    :param max_seconds: training wall-time budget over all ``train`` calls (0: none); with a budget the schedule
+        follows whichever of steps and seconds runs out first, so the learning rate still decays in time.
     :param eval_fraction: share of documents/pairs held out for :meth:`SFTTrainer.evaluate`.
     :param eval_every: evaluate every this many steps (0: only at the end of ``train``).
     :param max_grad_norm: gradient clipping (0: off).
@@ -143,6 +144,7 @@ class SFTTrainer:
             self.train_pairs = [rows[i] for i in order[n_eval:]]
         self.optimizer = self._make_optimizer()
         self.step = 0
+        self.seconds = 0.0  # training wall time so far (all train calls)
         self.logger = MetricLogger(cfg.log_dir)
 
     # -- data ------------------------------------------------------------------------------------------------------
@@ -210,12 +212,16 @@ class SFTTrainer:
             return torch.optim.Adam(params, lr=cfg.learning_rate)
         return torch.optim.SGD(params, lr=cfg.learning_rate, momentum=0.9, weight_decay=cfg.weight_decay)
 
-    def lr_at(self, step: int) -> float:
-        """Learning rate of optimizer step ``step`` (0-based): linear warm-up, then cosine decay."""
+    def lr_at(self, step: int, seconds: float = 0.0) -> float:
+        """Learning rate of optimizer step ``step`` (0-based) after ``seconds`` of training: linear warm-up, then
+        cosine decay over the steps (or over ``max_seconds``, when that budget runs out first)."""
         cfg = self.config
         if step < cfg.warmup_steps:
             return cfg.learning_rate * (step + 1) / cfg.warmup_steps
-        progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+        progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+        if cfg.max_seconds:
+            progress = max(progress, seconds / cfg.max_seconds)
+        progress = min(1.0, progress)
         floor = cfg.learning_rate * cfg.min_lr_ratio
         return floor + (cfg.learning_rate - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
@@ -240,10 +246,11 @@ class SFTTrainer:
         metrics: dict[str, float] = {}
         running: list[float] = []
         while self.step < end:
-            if cfg.max_seconds and time.perf_counter() - t0 > cfg.max_seconds:
+            seconds = self.seconds + time.perf_counter() - t0
+            if cfg.max_seconds and seconds > cfg.max_seconds:
                 break
             for group in self.optimizer.param_groups:
-                group["lr"] = self.lr_at(self.step)
+                group["lr"] = self.lr_at(self.step, seconds)
             loss, _ = self.loss_on(*self._train_batch())
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -263,7 +270,8 @@ class SFTTrainer:
             **self.evaluate(),
         }
         metrics["steps"] = float(self.step)
-        metrics["seconds"] = time.perf_counter() - t0
+        self.seconds += time.perf_counter() - t0
+        metrics["seconds"] = self.seconds
         return metrics
 
     @torch.no_grad()

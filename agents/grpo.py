@@ -1,0 +1,349 @@
+"""GRPO (group relative policy optimisation, Shao et al. 2024) for causal-LM policies on sequence-level envs.
+
+For each of ``prompts_per_update`` prompts the policy samples ``num_generations`` completions with the KV cache; a
+vector env of that many copies (reset with ``options={"prompt_index": i}``) scores them in one step. Advantages are
+the group-normalized scores (or RLOO / mean baselines), the loss the clipped surrogate plus beta * KL (k3 estimator)
+to a frozen reference; no value model. ``python -m aligngym.agents.grpo --env aligngym/Keywords-Sequence-v0``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from aligngym.agents.base import AgentConfig, Callback
+from aligngym.agents.lm import (
+    LMAgent,
+    LMAgentConfig,
+    as_vector_env,
+    autocast_context,
+    autoreset_mode,
+    info_value,
+)
+
+ADVANTAGES = ("group", "rloo", "mean")
+
+
+@dataclasses.dataclass
+class GRPOConfig(LMAgentConfig, AgentConfig):
+    """Hyper-parameters of :class:`GRPOAgent` (plus the agent and LM fields).
+
+    :param learning_rate: Adam step size.
+    :param num_generations: G, completions per prompt (the group); a given ``VectorEnv`` must have G sub-envs.
+    :param prompts_per_update: prompts (groups) per update.
+    :param n_epochs: passes over each batch (1: on-policy, the ratio is 1 and clipping is inactive).
+    :param clip_range: ratio clip epsilon.
+    :param beta: weight of the per-token KL to the reference (k3 estimator); 0 skips the reference forward.
+    :param advantage: ``"group"`` ((r - mean_g) / (std_g + eps), GRPO), ``"rloo"`` (r - mean of the other G-1:
+        REINFORCE leave-one-out) or ``"mean"`` (r - mean_g: REINFORCE with a group-mean baseline).
+    :param max_grad_norm: gradient clipping (0: off).
+    :param temperature: / :param top_k: / :param top_p: sampling of the completions (log-probs of the tempered policy).
+    """
+
+    learning_rate: float = 2e-4
+    num_generations: int = 8
+    prompts_per_update: int = 4
+    n_epochs: int = 1
+    clip_range: float = 0.2
+    beta: float = 0.04
+    advantage: str = "group"
+    max_grad_norm: float = 1.0
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.advantage not in ADVANTAGES:
+            raise ValueError(f"advantage must be one of {ADVANTAGES}, got {self.advantage!r}")
+        if self.num_generations < 2:
+            raise ValueError(
+                f"num_generations must be >= 2 (a group needs a baseline), got {self.num_generations}"
+            )
+        for name in ("prompts_per_update", "n_epochs"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.beta < 0 or self.learning_rate <= 0:
+            raise ValueError(
+                f"beta must be >= 0 and learning_rate > 0, got {self.beta}, {self.learning_rate}"
+            )
+
+
+def group_advantages(scores: torch.Tensor, kind: str = "group", eps: float = 1e-4) -> torch.Tensor:
+    """Advantages of grouped rewards float (n_groups, G) -> (n_groups, G).
+
+    ``group``: (r - mean) / (std + eps); ``rloo``: r - mean of the other G-1; ``mean``: r - mean.
+    """
+    mean = scores.mean(-1, keepdim=True)
+    if kind == "group":
+        return (scores - mean) / (scores.std(-1, keepdim=True) + eps)
+    if kind == "rloo":
+        g = scores.shape[-1]
+        return (scores - mean) * g / (g - 1)
+    if kind == "mean":
+        return scores - mean
+    raise ValueError(f"unknown advantage {kind!r}; expected one of {ADVANTAGES}")
+
+
+class GRPOAgent(LMAgent):
+    """GRPO with a causal-LM policy on a ``-Sequence-v0`` env; no value model (see the module docstring).
+
+    ``num_timesteps`` counts completions (sequence-env steps). ``predict`` samples (or greedily decodes) a whole
+    completion for each observation, as the env's ``MultiDiscrete`` action.
+
+    :param env: a sequence-level aligngym env (copied ``num_generations`` times into a ``SyncVectorEnv``) or a
+        Gymnasium ``VectorEnv`` of ``num_generations`` of them.
+    """
+
+    Config: ClassVar[type[AgentConfig]] = GRPOConfig
+    algo_name: ClassVar[str] = "grpo"
+
+    def __init__(self, env: Any, config: GRPOConfig | None = None) -> None:
+        super().__init__(env, config)
+        self.config: GRPOConfig
+        if "completion_len" not in self.signature:
+            raise TypeError(
+                "GRPOAgent needs a sequence-level env (MultiDiscrete actions): use aligngym/<Task>-Sequence-v0"
+            )
+        if self.config.beta == 0:
+            self.reference = None  # no KL term: no reference forward (and nothing extra to save)
+        self._venv: Any = None
+        if isinstance(env, gym.vector.VectorEnv):
+            if env.num_envs != self.config.num_generations:
+                raise ValueError(
+                    f"GRPOAgent needs a vector env of num_generations={self.config.num_generations} sub-envs (one "
+                    f"group per reset), got {env.num_envs}"
+                )
+            self._venv = env
+        self.pad_action = self.eos_action if self.eos_action is not None else 0
+
+    # -- acting ----------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _generate(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, greedy: bool = False) -> Any:
+        cfg = self.config
+        with autocast_context(self.device, cfg.mixed_precision):
+            return self.policy.sample(
+                prompt_ids,
+                prompt_mask,
+                self.runtime.max_new_tokens,
+                temperature=cfg.temperature,
+                top_k=cfg.top_k,
+                top_p=cfg.top_p,
+                greedy=greedy,
+                eos_action=self.eos_action,
+                pad_action=self.pad_action,
+                action_masks=self.step_masks,
+                generator=self.generator,
+            )
+
+    def predict(
+        self,
+        obs: Any,
+        state: Any = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, Any]:
+        """Whole completions (int64 (T,) or (B, T) action indices) for sequence-env observations."""
+        ids, mask, single = self._obs_tensors(obs)
+        out = self._generate(*self._prompt_part(ids, mask), greedy=deterministic)
+        actions = out.actions.cpu().numpy().astype(np.int64)
+        return (actions[0] if single else actions), state
+
+    # -- rollouts --------------------------------------------------------------------------------------------------
+    def _vector_env(self) -> Any:
+        if self._venv is None:
+            self._venv = as_vector_env(self.env, self.config.num_generations)
+        return self._venv
+
+    def collect(self, venv: Any) -> dict[str, Any]:
+        """``prompts_per_update`` groups of G completions, scored by the env.
+
+        :returns: ``prompt_ids``/``prompt_mask`` (n*G, P), ``actions``/``mask`` (n*G, T) tensors, ``scores`` and
+            ``rewards`` float32 (n, G) numpy arrays, ``completions`` (texts).
+        """
+        cfg, rt = self.config, self.runtime
+        mode = autoreset_mode(venv)
+        g = cfg.num_generations
+        prompt_idx = self.rng.integers(len(rt.rows), size=cfg.prompts_per_update)
+        parts: dict[str, list[Any]] = {k: [] for k in ("prompt_ids", "prompt_mask", "actions", "mask")}
+        scores = np.zeros((cfg.prompts_per_update, g), dtype=np.float32)
+        rewards = np.zeros_like(scores)
+        completions: list[str] = []
+        for j, i in enumerate(prompt_idx):
+            obs, _ = venv.reset(options={"prompt_index": int(i)})
+            ids, mask, _ = self._obs_tensors(obs)
+            ids, mask = self._prompt_part(ids, mask)
+            out = self._generate(ids, mask)
+            _, r, _, _, info = venv.step(out.actions.cpu().numpy())
+            rewards[j] = np.asarray(r, dtype=np.float32)
+            for k in range(g):
+                s = info_value(info, "score", k, mode)
+                scores[j, k] = float(s) if s is not None else rewards[j, k]
+                c = info_value(info, "completion", k, mode)
+                completions.append(str(c) if c is not None else "")
+            for key, value in (
+                ("prompt_ids", ids),
+                ("prompt_mask", mask),
+                ("actions", out.actions),
+                ("mask", out.mask),
+            ):
+                parts[key].append(value)
+        batch: dict[str, Any] = {k: torch.cat(v) for k, v in parts.items()}
+        batch.update(scores=scores, rewards=rewards, completions=completions)
+        return batch
+
+    # -- the update ------------------------------------------------------------------------------------------------
+    def _logprobs(self, model: Any, batch: dict[str, Any]) -> torch.Tensor:
+        return model.completion_logprobs(
+            batch["prompt_ids"],
+            batch["prompt_mask"],
+            batch["actions"],
+            batch["mask"],
+            action_masks=self.step_masks,
+            temperature=self.config.temperature,
+        )[0]
+
+    def update(self, batch: dict[str, Any]) -> dict[str, float]:
+        """Group-normalized advantages, then ``n_epochs`` steps on the clipped surrogate + beta * KL."""
+        cfg = self.config
+        assert self.optimizer is not None
+        amp = autocast_context(self.device, cfg.mixed_precision)
+        mask = batch["mask"].float()
+        rewards = torch.as_tensor(batch["rewards"], device=self.device)
+        adv = group_advantages(rewards, cfg.advantage).reshape(-1, 1)
+        lengths = mask.sum(-1).clamp(min=1.0)
+        with torch.no_grad(), amp:
+            old_logp = self._logprobs(self.policy, batch)
+            ref_logp = self._logprobs(self.reference, batch) if self.reference is not None else None
+        stats: dict[str, list[float]] = {k: [] for k in ("policy_loss", "approx_kl", "clipfrac", "kl")}
+        for _ in range(cfg.n_epochs):
+            with amp:
+                logp = self._logprobs(self.policy, batch)
+            log_ratio = (logp - old_logp) * mask
+            ratio = torch.exp(log_ratio)
+            surrogate = torch.min(
+                ratio * adv, torch.clamp(ratio, 1 - cfg.clip_range, 1 + cfg.clip_range) * adv
+            )
+            per_token = -surrogate
+            kl = torch.zeros_like(logp)
+            if ref_logp is not None:
+                diff = (ref_logp - logp) * mask
+                kl = (
+                    torch.exp(diff) - diff - 1.0
+                ) * mask  # k3: unbiased, non-negative estimate of KL(pi || ref)
+                per_token = per_token + cfg.beta * kl
+            loss = ((per_token * mask).sum(-1) / lengths).mean()
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.max_grad_norm > 0:
+                nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
+            self.optimizer.step()
+            with torch.no_grad():
+                stats["policy_loss"].append(float(((-surrogate * mask).sum(-1) / lengths).mean()))
+                stats["approx_kl"].append(
+                    float((((ratio - 1) - log_ratio) * mask).sum() / mask.sum().clamp(min=1))
+                )
+                stats["clipfrac"].append(
+                    float(
+                        (((ratio - 1).abs() > cfg.clip_range).float() * mask).sum() / mask.sum().clamp(min=1)
+                    )
+                )
+                stats["kl"].append(float(kl.sum(-1).mean()))
+        self.num_updates += 1
+        return {
+            "losses/policy_loss": float(np.mean(stats["policy_loss"])),
+            "losses/approx_kl": float(np.mean(stats["approx_kl"])),
+            "charts/clipfrac": float(np.mean(stats["clipfrac"])),
+            "charts/kl": float(np.mean(stats["kl"])),
+            "charts/reward_std": float(batch["rewards"].std(-1).mean()),
+        }
+
+    def learn(self, total_timesteps: int, callback: Callback | None = None) -> GRPOAgent:
+        """Collect-and-update until ``total_timesteps`` more completions have been learned from.
+
+        :param callback: ``callback(agent, metrics)`` after every update; returning ``False`` stops.
+        """
+        if total_timesteps < 0:
+            raise ValueError(f"total_timesteps must be >= 0, got {total_timesteps}")
+        venv = self._vector_env()
+        end = self.num_timesteps + total_timesteps
+        last_saved = self.num_timesteps
+        bar = self._progress(total_timesteps)
+        t0, steps0 = time.perf_counter(), self.num_timesteps
+        while self.num_timesteps < end:
+            batch = self.collect(venv)
+            metrics = self.update(batch)
+            n = batch["scores"].size
+            self.num_timesteps += n
+            self.num_episodes += n
+            metrics["charts/score"] = float(batch["scores"].mean())
+            metrics["charts/episodic_return"] = float(batch["rewards"].mean())
+            metrics["charts/episodic_length"] = float(batch["mask"].sum(-1).float().mean())
+            metrics["charts/SPS"] = (self.num_timesteps - steps0) / max(time.perf_counter() - t0, 1e-9)
+            self.logger.log(self.num_timesteps, **metrics)
+            if bar is not None:
+                bar.update(n)
+            last_saved = self._maybe_checkpoint(last_saved)
+            if callback is not None and callback(self, metrics) is False:
+                break
+        if bar is not None:
+            bar.close()
+        return self
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Train GRPO from the shipped reference model and compare it with the reference on the test prompts."""
+    import aligngym.envs  # noqa: F401  (registers the ids)
+    from aligngym.agents.base import evaluate
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", default="aligngym/Keywords-Sequence-v0")
+    parser.add_argument("--steps", type=int, default=2000, help="completions")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--num-generations", type=int, default=8)
+    parser.add_argument("--prompts-per-update", type=int, default=4)
+    parser.add_argument("--learning-rate", type=float, default=2e-4)
+    parser.add_argument("--beta", type=float, default=0.04)
+    parser.add_argument("--advantage", choices=ADVANTAGES, default="group")
+    parser.add_argument("--log-dir", default=None)
+    parser.add_argument("--save", default=None)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    env = gym.make(args.env)
+    cfg = GRPOConfig(
+        seed=args.seed,
+        device=args.device,
+        num_generations=args.num_generations,
+        prompts_per_update=args.prompts_per_update,
+        learning_rate=args.learning_rate,
+        beta=args.beta,
+        advantage=args.advantage,
+        log_dir=args.log_dir,
+    )
+    test_env = gym.make(args.env, split="test")
+    agent = GRPOAgent(env, cfg)
+    before = evaluate(agent, test_env, deterministic=False, seed=args.seed)
+    t0 = time.perf_counter()
+    agent.learn(args.steps)
+    train_s = time.perf_counter() - t0
+    after = evaluate(agent, test_env, deterministic=False, seed=args.seed)
+    if args.save:
+        agent.save(args.save)
+    print(f"{args.env}: {agent.num_timesteps} completions, {agent.num_updates} updates in {train_s:.0f} s")
+    print(f"test score: reference {before['mean_score']:.3f} -> GRPO {after['mean_score']:.3f}")
+    for prompt, completion in after["completions"][:5]:
+        print(f"  {prompt!r} -> {completion!r}")
+    agent.logger.close()
+    return {"before": before, "after": after, "train_seconds": train_s}
+
+
+if __name__ == "__main__":
+    main()

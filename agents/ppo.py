@@ -1,0 +1,431 @@
+"""PPO for causal-LM policies on token-level envs (RLHF-style: Ziegler et al. 2019, TRL's PPO).
+
+Rollouts run through the Gymnasium vector-env API with the policy's KV cache (one token per env step for every row);
+the reward of each token is the env's reward minus beta * (log pi - log pi_ref) from a frozen reference, with
+beta adapted toward a target KL. GAE on the value head that shares the LM trunk, clipped policy and value losses,
+minibatch epochs, gradient clipping, bfloat16 autocast on CUDA. ``python -m aligngym.agents.ppo --steps 20000``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from aligngym.agents.base import AgentConfig, Callback
+from aligngym.agents.lm import (
+    LMAgent,
+    LMAgentConfig,
+    as_vector_env,
+    autocast_context,
+    autoreset_mode,
+    info_value,
+    process_logits,
+    sample_actions,
+)
+
+
+@dataclasses.dataclass
+class PPOConfig(LMAgentConfig, AgentConfig):
+    """Hyper-parameters of :class:`PPOAgent` (plus :class:`~aligngym.agents.base.AgentConfig`'s and the LM fields
+    ``policy``, ``reference``, ``mixed_precision`` of :class:`~aligngym.agents.lm.LMAgentConfig`).
+
+    :param learning_rate: Adam step size.
+    :param num_envs: copies of a single env run side by side (ignored for a ``VectorEnv``): episodes per update.
+    :param n_epochs: passes over each rollout batch.
+    :param minibatch_size: episodes per gradient step.
+    :param gamma: discount; :param gae_lambda: GAE lambda.
+    :param clip_range: PPO ratio clip; :param clip_range_vf: value clip around the old values (0: off).
+    :param vf_coef: value-loss weight; :param ent_coef: entropy bonus weight.
+    :param max_grad_norm: gradient clipping (0: off).
+    :param init_kl_coef: initial beta of the per-token KL penalty.
+    :param adaptive_kl: adapt beta toward ``target_kl`` (Ziegler et al.: beta *= 1 + clip(KL/target - 1, +-0.2) * n/horizon).
+    :param target_kl: target of the mean per-episode KL (nats, summed over tokens).
+    :param kl_horizon: horizon (episodes) of the adaptive controller.
+    :param whiten_advantages: standardize advantages over the batch.
+    :param temperature: sampling temperature of the rollouts (log-probs are of the tempered policy).
+    """
+
+    learning_rate: float = 1e-4
+    num_envs: int = 16
+    n_epochs: int = 4
+    minibatch_size: int = 8
+    gamma: float = 1.0
+    gae_lambda: float = 0.95
+    clip_range: float = 0.2
+    clip_range_vf: float = 0.2
+    vf_coef: float = 0.1
+    ent_coef: float = 0.0
+    max_grad_norm: float = 1.0
+    init_kl_coef: float = 0.05
+    adaptive_kl: bool = True
+    target_kl: float = 2.0
+    kl_horizon: int = 2000
+    whiten_advantages: bool = True
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("num_envs", "n_epochs", "minibatch_size", "kl_horizon"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.learning_rate <= 0 or self.temperature <= 0:
+            raise ValueError(
+                f"learning_rate and temperature must be positive, got {self.learning_rate}, {self.temperature}"
+            )
+        if not 0.0 <= self.gamma <= 1.0 or not 0.0 <= self.gae_lambda <= 1.0:
+            raise ValueError(f"gamma and gae_lambda must be in [0, 1], got {self.gamma}, {self.gae_lambda}")
+        if self.init_kl_coef < 0 or self.target_kl <= 0:
+            raise ValueError(
+                f"init_kl_coef must be >= 0 and target_kl > 0, got {self.init_kl_coef}, {self.target_kl}"
+            )
+
+
+class AdaptiveKLController:
+    """beta <- beta * (1 + clip(KL / target - 1, -0.2, 0.2) * n_episodes / horizon) (Ziegler et al. 2019)."""
+
+    def __init__(self, init: float, target: float, horizon: int, adaptive: bool = True) -> None:
+        self.value, self.target, self.horizon, self.adaptive = (
+            float(init),
+            float(target),
+            int(horizon),
+            adaptive,
+        )
+
+    def update(self, kl: float, n_episodes: int) -> float:
+        if self.adaptive:
+            error = float(np.clip(kl / self.target - 1.0, -0.2, 0.2))
+            self.value *= 1.0 + error * n_episodes / self.horizon
+        return self.value
+
+
+def gae(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimates for right-padded episodes that end (terminate) at their last token.
+
+    :param rewards: / :param values: float (B, T); :param mask: (B, T), 1 on the episode's tokens.
+    :returns: advantages and returns (advantages + values), float (B, T), 0 after each episode.
+    """
+    b, t_max = rewards.shape
+    adv = torch.zeros_like(rewards)
+    last = torch.zeros(b, device=rewards.device, dtype=rewards.dtype)
+    m = mask.to(rewards.dtype)
+    for t in reversed(range(t_max)):
+        nxt = m[:, t + 1] if t + 1 < t_max else torch.zeros_like(last)
+        next_value = values[:, t + 1] * nxt if t + 1 < t_max else torch.zeros_like(last)
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        last = (delta + gamma * lam * nxt * last) * m[:, t]
+        adv[:, t] = last
+    return adv, (adv + values) * m
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask.to(x.dtype)
+    return (x * m).sum() / m.sum().clamp(min=1.0)
+
+
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    return (x - mean) * torch.rsqrt(var + 1e-8) * mask.to(x.dtype)
+
+
+class PPOAgent(LMAgent):
+    """PPO with a causal-LM actor, a value head on the same trunk, and adaptive KL to a frozen reference.
+
+    ``learn(total_timesteps)`` repeats: reset the vector env (seeded from the agent's generator), generate one episode
+    per row with the KV cache while stepping the env, score log-probs / values / reference log-probs in one forward
+    pass each, then ``n_epochs`` of minibatch PPO updates. ``num_timesteps`` counts generated tokens (env steps that
+    are learned from); the last update may run past the budget by one batch. Logs ``charts/score``, ``charts/kl``,
+    ``charts/kl_coef``, ``charts/episodic_return``, ``losses/policy_loss``, ``losses/value_loss``,
+    ``losses/approx_kl``, ``charts/clipfrac``, ``losses/entropy``.
+
+    On CPU a run resumed from a checkpoint (``checkpoint_every`` / ``checkpoint_dir``, then :meth:`load` and
+    ``learn`` of the remaining steps) repeats an uninterrupted run exactly.
+
+    :param env: a token-level aligngym env or a Gymnasium ``VectorEnv`` of them (NEXT_STEP, SAME_STEP, DISABLED
+        autoreset, or a mode in which finished rows idle until the batch is done).
+    """
+
+    Config: ClassVar[type[AgentConfig]] = PPOConfig
+    algo_name: ClassVar[str] = "ppo"
+    needs_value = True
+
+    def __init__(self, env: Any, config: PPOConfig | None = None) -> None:
+        super().__init__(env, config)
+        self.config: PPOConfig
+        if "completion_len" in self.signature or "n_actions" not in self.signature:
+            raise TypeError(
+                "PPOAgent needs a token-level env (Discrete actions); use GRPOAgent for -Sequence-v0 envs"
+            )
+        cfg = self.config
+        self.kl_ctl = AdaptiveKLController(cfg.init_kl_coef, cfg.target_kl, cfg.kl_horizon, cfg.adaptive_kl)
+        self._venv: Any = env if isinstance(env, gym.vector.VectorEnv) else None
+        valid = self.step_masks[-1].cpu().numpy()
+        non_eos = [a for a in np.flatnonzero(valid) if a != self.eos_action]
+        self._idle_action = int(non_eos[0]) if non_eos else 0  # given to rows whose episode is over
+
+    # -- acting ----------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(
+        self,
+        obs: Any,
+        state: Any = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, Any]:
+        """Next action(s) for token-env observations (L,) or (B, L); sampled unless ``deterministic``."""
+        ids, mask, single = self._obs_tensors(obs)
+        with autocast_context(self.device, self.config.mixed_precision):
+            logits = self.policy(ids, mask).float()
+        done = (mask[:, self.runtime.max_prompt_tokens :].sum(-1)).clamp(max=self.runtime.max_new_tokens - 1)
+        logits = logits.masked_fill(~self.step_masks[done], float("-inf"))
+        actions = sample_actions(
+            process_logits(logits, self.config.temperature), self.generator, deterministic
+        )
+        out = actions.cpu().numpy().astype(np.int64)
+        return (out[0] if single else out), state
+
+    # -- rollouts --------------------------------------------------------------------------------------------------
+    def _vector_env(self) -> Any:
+        if self._venv is None:
+            self._venv = as_vector_env(self.env, self.config.num_envs)
+        return self._venv
+
+    @torch.no_grad()
+    def collect(self, venv: Any) -> dict[str, Any]:
+        """One episode per row of ``venv``, generated with the KV cache while stepping the env.
+
+        :returns: ``prompt_ids``/``prompt_mask`` (B, P), ``actions``/``mask``/``rewards`` (B, T) tensors on the
+            agent's device, ``scores`` and ``returns`` numpy (B,).
+        """
+        cfg, rt = self.config, self.runtime
+        mode = autoreset_mode(venv)
+        n, p, t_max = venv.num_envs, rt.max_prompt_tokens, rt.max_new_tokens
+        obs, _ = venv.reset(seed=int(self.rng.integers(2**31 - 1)))
+        ids = torch.as_tensor(np.asarray(obs["input_ids"])[:, :p], device=self.device)
+        pmask = torch.as_tensor(np.asarray(obs["attention_mask"])[:, :p], device=self.device)
+        actions = torch.full((n, t_max), self._idle_action, dtype=torch.long, device=self.device)
+        mask = torch.zeros((n, t_max), dtype=torch.long, device=self.device)
+        rewards = torch.zeros((n, t_max), device=self.device)
+        alive = np.ones(n, dtype=bool)
+        scores = np.zeros(n)
+        returns = np.zeros(n)
+        with autocast_context(self.device, cfg.mixed_precision):
+            state = self.policy.begin(ids, pmask)
+            for t in range(t_max):
+                logits = state.logits.float().masked_fill(~self.step_masks[t], float("-inf"))
+                a = sample_actions(process_logits(logits, cfg.temperature), self.generator)
+                alive_t = torch.as_tensor(alive, device=self.device)
+                a = torch.where(alive_t, a, torch.full_like(a, self._idle_action))
+                _, r, terminated, truncated, info = venv.step(a.cpu().numpy())
+                ended = (np.asarray(terminated) | np.asarray(truncated)) & alive
+                actions[:, t] = a
+                mask[:, t] = alive_t.long()
+                rewards[:, t] = torch.as_tensor(
+                    np.where(alive, r, 0.0), dtype=torch.float32, device=self.device
+                )
+                returns += np.where(alive, r, 0.0)
+                for i in np.flatnonzero(ended):
+                    s = info_value(info, "score", int(i), mode)
+                    scores[i] = float(s) if s is not None else returns[i]
+                if t + 1 == t_max and (alive & ~ended).any():
+                    raise RuntimeError(
+                        f"{int((alive & ~ended).sum())} episodes did not end after max_new_tokens={t_max} steps"
+                    )
+                alive &= ~ended
+                if not alive.any():
+                    break
+                if mode == "Disabled" and ended.any():
+                    venv.reset(options={"reset_mask": ended})  # finished rows idle in fresh episodes
+                state = self.policy.extend(state, a, torch.as_tensor(alive, device=self.device))
+        return {
+            "prompt_ids": ids,
+            "prompt_mask": pmask,
+            "actions": actions,
+            "mask": mask,
+            "rewards": rewards,
+            "scores": scores,
+            "returns": returns,
+        }
+
+    # -- the update ------------------------------------------------------------------------------------------------
+    def _logprobs(
+        self, model: Any, batch: dict[str, Any], idx: Any, with_values: bool
+    ) -> tuple[torch.Tensor, ...]:
+        return model.completion_logprobs(
+            batch["prompt_ids"][idx],
+            batch["prompt_mask"][idx],
+            batch["actions"][idx],
+            batch["mask"][idx],
+            action_masks=self.step_masks[: batch["actions"].shape[1]],
+            temperature=self.config.temperature,
+            with_values=with_values,
+        )
+
+    def update(self, batch: dict[str, Any]) -> dict[str, float]:
+        """KL-penalised rewards, GAE, and ``n_epochs`` of clipped PPO minibatch steps on one rollout batch."""
+        cfg = self.config
+        mask = batch["mask"]
+        n = mask.shape[0]
+        everything = slice(None)
+        amp = autocast_context(self.device, cfg.mixed_precision)
+        assert self.reference is not None and self.optimizer is not None
+        with torch.no_grad(), amp:
+            old_logp, old_values, _ = self._logprobs(self.policy, batch, everything, with_values=True)
+            ref_logp, _, _ = self._logprobs(self.reference, batch, everything, with_values=False)
+        assert old_values is not None
+        kl_tokens = (old_logp - ref_logp) * mask
+        beta = self.kl_ctl.value
+        rewards = batch["rewards"] - beta * kl_tokens
+        adv, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.gae_lambda)
+        if cfg.whiten_advantages:
+            adv = masked_whiten(adv, mask)
+        stats: dict[str, list[float]] = {
+            k: [] for k in ("policy_loss", "value_loss", "approx_kl", "clipfrac", "entropy")
+        }
+        for _ in range(cfg.n_epochs):
+            order = torch.as_tensor(self.rng.permutation(n), device=self.device)
+            for start in range(0, n, cfg.minibatch_size):
+                idx = order[start : start + cfg.minibatch_size]
+                m = mask[idx]
+                with amp:
+                    logp, values, entropy = self._logprobs(self.policy, batch, idx, with_values=True)
+                assert values is not None
+                log_ratio = (logp - old_logp[idx]) * m
+                ratio = torch.exp(log_ratio)
+                pg = torch.max(
+                    -adv[idx] * ratio, -adv[idx] * torch.clamp(ratio, 1 - cfg.clip_range, 1 + cfg.clip_range)
+                )
+                policy_loss = masked_mean(pg, m)
+                v_err = (values - returns[idx]) ** 2
+                if cfg.clip_range_vf > 0:
+                    v_clip = old_values[idx] + torch.clamp(
+                        values - old_values[idx], -cfg.clip_range_vf, cfg.clip_range_vf
+                    )
+                    v_err = torch.max(v_err, (v_clip - returns[idx]) ** 2)
+                value_loss = 0.5 * masked_mean(v_err, m)
+                ent = masked_mean(entropy, m)
+                loss = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * ent
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.max_grad_norm > 0:
+                    nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
+                self.optimizer.step()
+                with torch.no_grad():
+                    stats["policy_loss"].append(float(policy_loss))
+                    stats["value_loss"].append(float(value_loss))
+                    stats["approx_kl"].append(float(masked_mean((ratio - 1) - log_ratio, m)))
+                    stats["clipfrac"].append(
+                        float(masked_mean(((ratio - 1).abs() > cfg.clip_range).float(), m))
+                    )
+                    stats["entropy"].append(float(ent))
+        kl = float(kl_tokens.sum(-1).mean())
+        self.kl_ctl.update(kl, n)
+        self.num_updates += 1
+        out = {f"losses/{k}": float(np.mean(v)) for k, v in stats.items() if k != "clipfrac"}
+        out["charts/clipfrac"] = float(np.mean(stats["clipfrac"]))
+        out["charts/kl"] = kl
+        out["charts/kl_coef"] = beta
+        out["charts/non_score_reward"] = float((-beta * kl_tokens).sum(-1).mean())
+        return out
+
+    def learn(self, total_timesteps: int, callback: Callback | None = None) -> PPOAgent:
+        """Collect-and-update until ``total_timesteps`` more tokens have been generated and learned from.
+
+        :param callback: ``callback(agent, metrics)`` after every update; returning ``False`` stops.
+        """
+        if total_timesteps < 0:
+            raise ValueError(f"total_timesteps must be >= 0, got {total_timesteps}")
+        venv = self._vector_env()
+        end = self.num_timesteps + total_timesteps
+        last_saved = self.num_timesteps
+        bar = self._progress(total_timesteps)
+        t0, steps0 = time.perf_counter(), self.num_timesteps
+        while self.num_timesteps < end:
+            batch = self.collect(venv)
+            metrics = self.update(batch)
+            n_tokens = int(batch["mask"].sum())
+            self.num_timesteps += n_tokens
+            self.num_episodes += len(batch["scores"])
+            metrics["charts/score"] = float(np.mean(batch["scores"]))
+            metrics["charts/episodic_return"] = float(np.mean(batch["returns"]))
+            metrics["charts/episodic_length"] = float(batch["mask"].sum(-1).float().mean())
+            metrics["charts/SPS"] = (self.num_timesteps - steps0) / max(time.perf_counter() - t0, 1e-9)
+            self.logger.log(self.num_timesteps, **metrics)
+            if bar is not None:
+                bar.update(n_tokens)
+            last_saved = self._maybe_checkpoint(last_saved)
+            if callback is not None and callback(self, metrics) is False:
+                break
+        if bar is not None:
+            bar.close()
+        return self
+
+    # -- checkpoints -----------------------------------------------------------------------------------------------
+    def extra_state(self) -> dict[str, Any]:
+        return {**super().extra_state(), "kl_coef": self.kl_ctl.value}
+
+    def load_extra_state(self, extra: dict[str, Any]) -> None:
+        super().load_extra_state(extra)
+        if "kl_coef" in extra:
+            self.kl_ctl.value = float(extra["kl_coef"])
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Train PPO from the shipped reference model and compare it with the reference on the test prompts."""
+    import aligngym.envs  # noqa: F401  (registers the ids)
+    from aligngym.agents.base import evaluate
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", default="aligngym/Sentiment-Token-v0")
+    parser.add_argument("--steps", type=int, default=20_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--num-envs", type=int, default=16)
+    parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument("--target-kl", type=float, default=2.0)
+    parser.add_argument("--log-dir", default=None)
+    parser.add_argument("--save", default=None)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    env = gym.make(args.env)
+    cfg = PPOConfig(
+        seed=args.seed,
+        device=args.device,
+        num_envs=args.num_envs,
+        learning_rate=args.learning_rate,
+        target_kl=args.target_kl,
+        log_dir=args.log_dir,
+    )
+    test_env = gym.make(args.env, split="test")
+    agent = PPOAgent(env, cfg)
+    before = evaluate(agent, test_env, deterministic=False, seed=args.seed)
+    t0 = time.perf_counter()
+    agent.learn(args.steps)
+    train_s = time.perf_counter() - t0
+    after = evaluate(agent, test_env, deterministic=False, seed=args.seed)
+    if args.save:
+        agent.save(args.save)
+    print(
+        f"{args.env}: {agent.num_timesteps} tokens, {agent.num_updates} updates in {train_s:.0f} s on {agent.device}"
+    )
+    print(f"test score: reference {before['mean_score']:.3f} -> PPO {after['mean_score']:.3f}")
+    print(
+        f"last KL to reference {agent.logger.latest('charts/kl'):.2f} nats/episode, beta {agent.kl_ctl.value:.4f}"
+    )
+    for prompt, completion in after["completions"][:5]:
+        print(f"  {prompt!r} -> {completion!r}")
+    agent.logger.close()
+    return {"before": before, "after": after, "train_seconds": train_s}
+
+
+if __name__ == "__main__":
+    main()
