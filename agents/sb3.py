@@ -93,6 +93,8 @@ class TokenEmbeddingExtractor(BaseFeaturesExtractor):
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         box = observation_space["input_ids"]
+        if not isinstance(box, spaces.Box):
+            raise TypeError(f"observation 'input_ids' must be a Box, got {box}")
         seq_len = int(box.shape[0])
         space_vocab = int(np.max(box.high)) + 1
         vocab = int(vocab_size) if vocab_size is not None else space_vocab
@@ -227,7 +229,7 @@ def token_policy_kwargs(
     kwargs: dict[str, Any] = {
         "embed_dim": embed_dim,
         "pooling": pooling,
-        "vocab_size": int(np.max(space["input_ids"].high)) + 1,
+        "vocab_size": int(np.max(space["input_ids"].high)) + 1,  # type: ignore[attr-defined]
         "prompt_len": runtime.max_prompt_tokens if runtime is not None else None,
         "freeze_embeddings": freeze_embeddings,
         **extractor_kwargs,
@@ -522,8 +524,12 @@ class _AgentBridge(BaseCallback):
             "charts/episodic_length": float(np.mean(self._lengths)),
         }
         for key, value in self.model.logger.name_to_value.items():
-            if key.startswith("train/") and isinstance(value, int | float | np.floating):
-                name = key.split("/", 1)[1]
+            if not key.startswith("train/") or not isinstance(value, int | float | np.floating):
+                continue
+            name = key.split("/", 1)[1]
+            if name == "learning_rate":
+                metrics["charts/learning_rate"] = float(value)
+            elif name not in ("n_updates", "clip_range"):  # counters and schedules, not losses
                 metrics[f"losses/{name}"] = float(value)
         self.agent.logger.log(self.model.num_timesteps, **metrics)
         self._returns, self._scores, self._lengths = [], [], []
@@ -600,7 +606,8 @@ class SB3Agent(Agent):
     """An SB3 model (``self.model``) behind aligngym's :class:`~aligngym.agents.base.Agent` interface.
 
     ``learn`` runs SB3's ``learn`` with :class:`AlignmentInfoCallback` and logs ``charts/episodic_return``,
-    ``charts/score`` and ``losses/*`` to :attr:`logger`; ``predict`` is SB3's (MaskablePPO masks are derived from
+    ``charts/score`` and ``losses/*`` to :attr:`logger` (TensorBoard in ``log_dir``; SB3's own scalars, with
+    ``reward/<component>``, go to ``log_dir/<ALGO>_<n>/``); ``predict`` is SB3's (MaskablePPO masks are derived from
     the observation, so a masked action is never chosen); ``save(dir)`` writes the policy's tensors to safetensors
     with ``agent.json`` (no pickle; optimizer moments and DQN's replay buffer are not saved). SB3's own
     ``self.model.save("x.zip")`` also works (SB3's format: it contains cloudpickled parts).
@@ -616,7 +623,8 @@ class SB3Agent(Agent):
             n_envs = config.n_envs if config is not None else 1
             env = gym.make(env) if n_envs == 1 else make_sb3_vec_env(env, n_envs)
         super().__init__(env, config)
-        cfg: SB3Config = self.config  # type: ignore[assignment]
+        cfg = self.config
+        assert isinstance(cfg, SB3Config)
         algo_cls = _algo_class(cfg.algo)
         sb3_env = _to_sb3_env(env)
         space = getattr(sb3_env, "observation_space", None)
@@ -651,9 +659,8 @@ class SB3Agent(Agent):
             kwargs["n_steps"] = max(16, 256 // n_envs)
         kwargs.update(cfg.algo_kwargs)
         if cfg.algo in ("ppo", "maskable-ppo") and "batch_size" not in cfg.algo_kwargs:
-            kwargs["batch_size"] = min(
-                kwargs["batch_size"], kwargs["n_steps"] * n_envs
-            )  # no truncated mini-batch
+            # a mini-batch never larger than a rollout (SB3 warns about truncated mini-batches)
+            kwargs["batch_size"] = min(kwargs["batch_size"], kwargs["n_steps"] * n_envs)
         self.model = algo_cls(
             policy,
             sb3_env,
@@ -661,6 +668,7 @@ class SB3Agent(Agent):
             device=self.device,
             policy_kwargs=policy_kwargs,
             verbose=cfg.verbose,
+            tensorboard_log=cfg.log_dir,  # SB3's own scalars (train/*, charts/score, reward/*) in log_dir/<ALGO>_<n>/
             **kwargs,
         )
         self._runtime = runtime_of(env)
@@ -673,7 +681,8 @@ class SB3Agent(Agent):
         """
         if total_timesteps < 0:
             raise ValueError(f"total_timesteps must be >= 0, got {total_timesteps}")
-        cfg: SB3Config = self.config  # type: ignore[assignment]
+        cfg = self.config
+        assert isinstance(cfg, SB3Config)
         ours: Callback | None = None
         sb3_callbacks: list[BaseCallback] = [AlignmentInfoCallback()]
         if isinstance(callback, BaseCallback):
@@ -693,9 +702,10 @@ class SB3Agent(Agent):
         return self
 
     def action_masks_for(self, obs: Any) -> np.ndarray | None:
-        """MaskablePPO's masks for an observation (single (k,) or batched (B, k)), from the env's rules."""
+        """MaskablePPO's masks for a token observation (single (k,) or batched (B, k)), from the env's rules;
+        ``None`` for other observations (flat, embedding: pass ``action_masks=`` to :meth:`predict`)."""
         rt = self._runtime
-        if rt is None:
+        if rt is None or not isinstance(obs, dict) or "input_ids" not in obs:
             return None
         batch, single = add_batch_dim(obs)
         act_space = getattr(self.env, "single_action_space", None) or self.env.action_space
@@ -716,7 +726,7 @@ class SB3Agent(Agent):
         action_masks: np.ndarray | None = None,
     ) -> tuple[np.ndarray, Any]:
         """SB3's ``predict``; with MaskablePPO, ``action_masks`` default to the env's rules for ``obs``."""
-        if self.config.algo == "maskable-ppo":  # type: ignore[attr-defined]
+        if getattr(self.config, "algo", None) == "maskable-ppo":
             masks = action_masks if action_masks is not None else self.action_masks_for(obs)
             return self.model.predict(obs, state, episode_start, deterministic, action_masks=masks)
         return self.model.predict(obs, state, episode_start, deterministic)

@@ -203,7 +203,7 @@ class FlatTokenObservation(gym.ObservationWrapper, gym.utils.RecordConstructorAr
         gym.ObservationWrapper.__init__(self, env)
         rt = _require_runtime(env, "FlatTokenObservation")
         self.vocab_size = int(rt.vocab_size)
-        self.flat_kwargs = {
+        self.flat_kwargs: dict[str, Any] = {
             "dtype": _check_dtype(dtype),
             "layout": layout,
             "pad_value": int(pad_value),
@@ -230,7 +230,7 @@ class VectorFlatTokenObservation(_FinalObsVectorWrapper):
         super().__init__(env)
         rt = _require_runtime(env, "VectorFlatTokenObservation")
         self.vocab_size = int(rt.vocab_size)
-        self.flat_kwargs = {
+        self.flat_kwargs: dict[str, Any] = {
             "dtype": _check_dtype(dtype),
             "layout": layout,
             "pad_value": int(pad_value),
@@ -371,7 +371,7 @@ class ObservationEmbedder:
                         out[i] = pooled[j]
         return out
 
-    def embed_id_sequences(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
+    def embed_id_sequences(self, sequences: Sequence[Sequence[int] | np.ndarray]) -> np.ndarray:
         """Embeddings (float32, (B, H)) of token-id sequences of the env's tokenizer; an empty sequence gives zeros."""
         keys = [tuple(int(t) for t in s) for s in sequences]
         out = np.zeros((len(keys), self.dim), dtype=np.float32)
@@ -610,13 +610,13 @@ class RecordEpisodes(gym.Wrapper, gym.utils.RecordConstructorArgs):
         rt = self._rt
         p = rt.max_prompt_tokens
         if isinstance(obs, dict) and "input_ids" in obs:
-            ids = np.asarray(obs["input_ids"])[:p][np.asarray(obs["attention_mask"])[:p] > 0]
-            return [int(t) for t in ids]
+            seen = np.asarray(obs["input_ids"])[:p][np.asarray(obs["attention_mask"])[:p] > 0]
+            return [int(t) for t in seen]
         index = info.get("prompt_index", -1)
         if index is not None and index >= 0:
             return [int(t) for t in rt.prompt_ids[index]]
-        ids = rt.tokenizer.encode(str(info.get("prompt", "")))[-p:] or [rt.tokenizer.bos_id]
-        return [int(t) for t in ids]
+        encoded = rt.tokenizer.encode(str(info.get("prompt", "")))[-p:] or [rt.tokenizer.bos_id]
+        return [int(t) for t in encoded]
 
     def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self.env.step(action)
@@ -738,7 +738,7 @@ def episodes_to_sft_pairs(
     eps = [e for e in episodes if e.get("completion") is not None]
     if min_score is not None:
         eps = [e for e in eps if e.get("score") is not None and e["score"] >= min_score]
-    eps.sort(key=lambda e: -(e.get("score") if e.get("score") is not None else -math.inf))
+    eps.sort(key=lambda e: -float(e["score"]) if e.get("score") is not None else math.inf)
     if best_per_prompt:
         seen: set[str] = set()
         eps = [e for e in eps if not (e["prompt"] in seen or seen.add(e["prompt"]))]  # type: ignore[func-returns-value]
