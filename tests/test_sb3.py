@@ -303,7 +303,12 @@ def test_maskable_ppo_reads_row_masks_from_the_native_vector_env() -> None:
 def test_evaluate_policy_runs_on_every_registered_id(env_id: str) -> None:
     env = Monitor(gym.make(env_id, **env_kwargs(env_id, max_new_tokens=4)))
     model = PPO(
-        "MultiInputPolicy", env, policy_kwargs=token_policy_kwargs(env, embed_dim=16), n_steps=16, seed=0
+        "MultiInputPolicy",
+        env,
+        policy_kwargs=token_policy_kwargs(env, embed_dim=16),
+        n_steps=16,
+        batch_size=16,
+        seed=0,
     )
     mean, std = evaluate_policy(model, env, n_eval_episodes=2)
     assert np.isfinite(mean) and np.isfinite(std)
