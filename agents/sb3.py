@@ -316,7 +316,7 @@ class SB3VecEnvAdapter(VecEnv):
     def reset(self) -> VecEnvObs:
         kwargs: dict[str, Any] = {}
         if any(s is not None for s in self._seeds):
-            kwargs["seed"] = [s if s is not None else None for s in self._seeds]
+            kwargs["seed"] = list(self._seeds)
         if any(self._options):
             first = self._options[0]
             if any(o != first for o in self._options):
