@@ -21,6 +21,27 @@ def env_kwargs(env_id: str, **extra: Any) -> dict[str, Any]:
     return {**ENV_KWARGS.get(env_id, {}), **extra}
 
 
+def restricted_sentiment_kwargs(candidates: tuple[str, ...], max_new_tokens: int = 4) -> dict[str, Any]:
+    """A restricted-vocabulary Sentiment env: the candidates that are one token in the default tokenizer + EOS.
+
+    Filtering keeps tests valid when the shipped tokenizer is retrained.
+    """
+    import gymnasium as gym
+
+    import aligngym.envs  # noqa: F401
+
+    tok = gym.make("aligngym/Sentiment-Token-v0").unwrapped.runtime.tokenizer
+    words = []
+    for w in candidates:
+        try:
+            tok.single_token_id(w)
+        except ValueError:
+            continue
+        words.append(w)
+    assert len(words) >= 4, f"too few single-token sentiment words in the default tokenizer: {words}"
+    return {"action_vocab": [*words, "<|endoftext|>"], "max_new_tokens": max_new_tokens}
+
+
 def cuda_available() -> bool:
     try:
         import torch

@@ -3,7 +3,6 @@ action masks, checkpoints (round trip, corruption, mismatch, custom policies) an
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import gymnasium as gym
@@ -17,6 +16,7 @@ import aligngym.envs  # noqa: F401  (registers the ids)
 from aligngym.agents.base import CheckpointError, RandomAgent, evaluate
 from aligngym.agents.policies import GRUPolicy
 from aligngym.agents.reinforce import ReinforceAgent, ReinforceConfig
+from tests.conftest import restricted_sentiment_kwargs
 
 TARGET = "aligngym/Target-Token-v0"
 SENTIMENT = "aligngym/Sentiment-Token-v0"
@@ -36,25 +36,7 @@ SENTIMENT_WORDS = (
 
 
 def sentiment_kwargs() -> dict:
-    tok = gym.make(SENTIMENT).unwrapped.runtime.tokenizer
-    words = []
-    for w in SENTIMENT_WORDS:
-        try:
-            tok.single_token_id(w)
-        except ValueError:
-            continue
-        words.append(w)
-    assert len(words) >= 4, f"too few single-token sentiment words in the default tokenizer: {words}"
-    return {"action_vocab": [*words, "<|endoftext|>"], "max_new_tokens": 4}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Small GRU ops run several times faster on one thread on this 2-core machine; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    return restricted_sentiment_kwargs(SENTIMENT_WORDS)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ learning against a random baseline, MaskablePPO masks, evaluate_policy on every 
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from aligngym.agents.sb3 import (
     make_sb3_vec_env,
     token_policy_kwargs,
 )
-from tests.conftest import env_kwargs
+from tests.conftest import env_kwargs, restricted_sentiment_kwargs
 
 TARGET = "aligngym/Target-Token-v0"
 TARGET_SEQ = "aligngym/Target-Sequence-v0"
@@ -52,25 +51,7 @@ SENTIMENT_WORDS = (
 
 def sentiment_kwargs() -> dict[str, Any]:
     """A restricted-vocabulary Sentiment env: single-token words + EOS, 4 new tokens."""
-    tok = gym.make(SENTIMENT).unwrapped.runtime.tokenizer
-    words = []
-    for w in SENTIMENT_WORDS:
-        try:
-            tok.single_token_id(w)
-        except ValueError:
-            continue
-        words.append(w)
-    assert len(words) >= 4, f"too few single-token sentiment words in the default tokenizer: {words}"
-    return {"action_vocab": [*words, "<|endoftext|>"], "max_new_tokens": 4}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Small policies run faster on one thread on this 2-core machine; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    return restricted_sentiment_kwargs(SENTIMENT_WORDS)
 
 
 def obs_batch(env: gym.Env, n: int, seed: int = 0) -> dict[str, np.ndarray]:

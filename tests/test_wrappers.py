@@ -4,7 +4,6 @@ their registered variants, Gymnasium's and SB3's checkers on every id, and MlpPo
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import gymnasium as gym
@@ -26,7 +25,7 @@ from aligngym.envs.wrappers import (
     VectorFlatTokenObservation,
     flatten_token_obs,
 )
-from tests.conftest import env_kwargs
+from tests.conftest import env_kwargs, restricted_sentiment_kwargs
 
 TARGET = "aligngym/Target-Token-v0"
 SENTIMENT = "aligngym/Sentiment-Token-v0"
@@ -46,24 +45,7 @@ SENTIMENT_WORDS = (
 
 def sentiment_kwargs() -> dict[str, Any]:
     """A restricted-vocabulary Sentiment env: single-token words of the default tokenizer + EOS, 4 new tokens."""
-    tok = gym.make(SENTIMENT).unwrapped.runtime.tokenizer
-    words = []
-    for w in SENTIMENT_WORDS:
-        try:
-            tok.single_token_id(w)
-        except ValueError:
-            continue
-        words.append(w)
-    assert len(words) >= 4, f"too few single-token sentiment words in the default tokenizer: {words}"
-    return {"action_vocab": [*words, "<|endoftext|>"], "max_new_tokens": 4}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    return restricted_sentiment_kwargs(SENTIMENT_WORDS)
 
 
 @pytest.fixture(scope="module")
