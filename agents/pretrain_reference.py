@@ -15,6 +15,7 @@ import re
 import resource
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,15 +44,14 @@ STOPWORDS = frozenset(
 )
 
 
-def keyword_examples(docs: list[str], n: int, seed: int = 0) -> list[str]:
-    """``n`` CommonGen-style lines built from corpus sentences: three content words of a sentence (shuffled),
-    then the sentence. Lines that are already prompts (``Write ...``, ``Q: ...``, ``Paraphrase: ...``) are skipped.
+def keyword_rows(docs: list[str], n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """``n`` CommonGen-style rows built from corpus sentences: ``prompt`` ("Write a sentence using: w1, w2, w3."),
+    ``keywords`` (three content words of the sentence, shuffled) and ``reference`` (the sentence). Lines that are
+    already prompts (``Write ...``, ``Q: ...``, ``Paraphrase: ...``) are skipped. Usable as a ``Keywords`` prompt set.
     """
     rng = np.random.default_rng(seed)
-    out: list[str] = []
+    out: list[dict[str, Any]] = []
     candidates = [d for d in docs if not re.match(r"^(Write|Q:|Paraphrase)", d) and 4 <= len(d.split()) <= 18]
-    if not candidates:
-        return out
     for i in rng.permutation(len(candidates)):
         words = sorted(
             {w for w in re.findall(r"[a-z]+", candidates[i].lower()) if len(w) > 2 and w not in STOPWORDS}
@@ -59,10 +59,16 @@ def keyword_examples(docs: list[str], n: int, seed: int = 0) -> list[str]:
         if len(words) < 3:
             continue
         pick = [words[j] for j in rng.choice(len(words), size=3, replace=False)]
-        out.append(f"Write a sentence using: {', '.join(pick)}. {candidates[i]}")
+        prompt = f"Write a sentence using: {', '.join(pick)}."
+        out.append({"prompt": prompt, "keywords": pick, "reference": candidates[i]})
         if len(out) >= n:
             break
     return out
+
+
+def keyword_examples(docs: list[str], n: int, seed: int = 0) -> list[str]:
+    """:func:`keyword_rows` as training lines: ``prompt reference``."""
+    return [f"{r['prompt']} {r['reference']}" for r in keyword_rows(docs, n, seed)]
 
 
 def task_examples() -> list[str]:
@@ -123,14 +129,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--n-head", type=int, default=4)
     parser.add_argument("--n-positions", type=int, default=128)
     parser.add_argument("--dropout", type=float, default=0.1)
-    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--steps", type=int, default=2200)
     parser.add_argument("--max-seconds", type=float, default=570.0)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--block-size", type=int, default=48)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--keyword-examples", type=int, default=6000, help="synthetic CommonGen-style lines")
+    parser.add_argument("--keyword-examples", type=int, default=8000, help="synthetic CommonGen-style lines")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     tok = load_tokenizer("default")

@@ -160,8 +160,8 @@ def test_ppo_raises_test_sentiment_over_the_shipped_reference():
     print(
         f"PPO sentiment: reference {before:.3f} -> {after:.3f}, KL {kl:.2f} nats/episode, peak RSS {rss_mb:.0f} MB"
     )
-    assert after > before + 0.2
-    assert kl < 20.0
+    assert after > before + 0.3
+    assert kl < 15.0
 
 
 @pytest.mark.gpu
