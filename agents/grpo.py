@@ -151,7 +151,8 @@ class GRPOAgent(LMAgent):
     ) -> tuple[np.ndarray, Any]:
         """Whole completions (int64 (T,) or (B, T) action indices) for sequence-env observations."""
         ids, mask, single = self._obs_tensors(obs)
-        out = self._generate(*self._prompt_part(ids, mask), greedy=deterministic)
+        prompt_ids, prompt_mask = self._prompt_part(ids, mask)
+        out = self._generate(prompt_ids, prompt_mask, greedy=deterministic)
         actions = out.actions.cpu().numpy().astype(np.int64)
         return (actions[0] if single else actions), state
 

@@ -107,12 +107,12 @@ def load_causal_lm(spec: Any = "default") -> nn.Module:
     )
 
 
-def model_vocab_size(model: nn.Module) -> int:
+def model_vocab_size(model: Any) -> int:
     """Rows of the model's output layer (``config.vocab_size`` when it has no output embeddings)."""
     out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if out is not None and hasattr(out, "weight"):
         return int(out.weight.shape[0])
-    return int(model.config.vocab_size)  # type: ignore[union-attr]
+    return int(model.config.vocab_size)
 
 
 def check_vocab(model: nn.Module, tokenizer_or_size: Any, what: str = "policy") -> int:
@@ -216,6 +216,8 @@ class CausalLMPolicy(nn.Module):
     :raises ValueError: when the vocabulary sizes differ.
     """
 
+    model: Any  # a transformers PreTrainedModel
+
     def __init__(
         self,
         model: Any = "default",
@@ -267,7 +269,7 @@ class CausalLMPolicy(nn.Module):
         sd = super().state_dict(*args, **kwargs)
         if kwargs.get("keep_vars"):
             return sd
-        seen: set[tuple[int, int]] = set()
+        seen: set[tuple[int, Any]] = set()
         for key, value in sd.items():
             if isinstance(value, torch.Tensor):
                 ident = (value.untyped_storage().data_ptr(), value.storage_offset())
@@ -532,8 +534,8 @@ class CausalLMPolicy(nn.Module):
         return policy
 
 
-def _max_positions(model: nn.Module) -> int:
-    cfg = model.config  # type: ignore[union-attr]
+def _max_positions(model: Any) -> int:
+    cfg = model.config
     return int(getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None) or 1 << 30)
 
 
@@ -721,6 +723,7 @@ class LMAgentConfig:
 
 
 class LMAgent(Agent):
+    config: Any
     """Base of the causal-LM agents: builds the policy (and frozen reference), saves and restores them exactly.
 
     Checkpoints hold ``policy.*`` (LM + value head), ``ref.*`` (only when the reference is not a path spec),

@@ -79,7 +79,7 @@ def task_examples() -> list[str]:
     ]
 
 
-def build_model(vocab_size: int, eos_id: int, pad_id: int, args: argparse.Namespace) -> torch.nn.Module:
+def build_model(vocab_size: int, eos_id: int, pad_id: int, args: argparse.Namespace) -> Any:
     """A GPT-2 of the given size over the default tokenizer's ids (dropout only while pretraining)."""
     from transformers import GPT2Config, GPT2LMHeadModel
 

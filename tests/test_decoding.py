@@ -13,14 +13,6 @@ from aligngym.agents.decoding import DecodingConfig, RewardGuidedDecoder
 from aligngym.agents.lm import env_runtime, tiny_causal_lm
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _tiny(env) -> torch.nn.Module:
     rt = env_runtime(env)
     return tiny_causal_lm(rt.vocab_size, eos_token_id=rt.eos_id, seed=0)

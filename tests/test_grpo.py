@@ -17,14 +17,6 @@ from aligngym.agents.lm import CausalLMPolicy, env_runtime, tiny_causal_lm
 ENV = "aligngym/Keywords-Sequence-v0"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _tiny(env) -> torch.nn.Module:
     rt = env_runtime(env)
     return tiny_causal_lm(rt.vocab_size, eos_token_id=rt.eos_id, seed=0)

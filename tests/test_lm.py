@@ -20,14 +20,6 @@ from aligngym.envs.tokenization import load_tokenizer
 V = 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _policy(**kw) -> CausalLMPolicy:
     return CausalLMPolicy(tiny_causal_lm(V, seed=1), tokenizer=V, **kw)
 

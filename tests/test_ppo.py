@@ -27,14 +27,6 @@ LOG_KEYS = (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _tiny_agent(env, **kw) -> PPOAgent:
     rt = env_runtime(env)
     model = tiny_causal_lm(rt.vocab_size, eos_token_id=rt.eos_id, seed=0)
@@ -135,6 +127,15 @@ def test_runs_on_a_vector_env_with_same_step_autoreset():
     agent.learn(5)
     assert np.isfinite(agent.logger.latest("charts/score"))
     assert agent.logger.latest("charts/episodic_length") <= 4
+
+
+@pytest.mark.parametrize("mode", ["batch", "next_step"])
+def test_runs_on_the_native_vector_env(mode):
+    venv = gym.make_vec(ENV, num_envs=3, max_new_tokens=4, autoreset_mode=mode)
+    agent = _tiny_agent(venv, minibatch_size=3)
+    agent.learn(5)
+    assert np.isfinite(agent.logger.latest("charts/score"))
+    assert 1 <= agent.logger.latest("charts/episodic_length") <= 4
 
 
 @pytest.mark.slow
