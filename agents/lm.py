@@ -540,24 +540,10 @@ def _max_positions(model: Any) -> int:
 
 
 def env_runtime(env: Any) -> Any:
-    """The :class:`~aligngym.envs.core.TaskRuntime` of an aligngym env or vector env.
+    """Deprecated alias of :func:`aligngym.envs.core.runtime_of` that raises for a non-aligngym env."""
+    from aligngym.envs.core import runtime_of
 
-    :raises TypeError: for an env that is not an aligngym env.
-    """
-    for candidate in (env, getattr(env, "unwrapped", None)):
-        rt = getattr(candidate, "runtime", None)
-        if rt is not None:
-            return rt
-    envs = getattr(env, "envs", None)  # SyncVectorEnv
-    if envs:
-        return env_runtime(envs[0])
-    getter = getattr(env, "get_attr", None)
-    if callable(getter):
-        try:
-            return getter("runtime")[0]
-        except Exception:  # pragma: no cover - non-aligngym vector envs
-            pass
-    raise TypeError(f"expected an aligngym env (with .unwrapped.runtime), got {type(env).__name__}")
+    return runtime_of(env, required_by="env_runtime")
 
 
 def uses_default_tokenizer(runtime: Any) -> bool:

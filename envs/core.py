@@ -33,6 +33,41 @@ def _positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
+def runtime_of(env: Any, required_by: str | None = None) -> Any:
+    """The :class:`TaskRuntime` behind an env: a single env, a Gymnasium vector env (native or sync), an SB3
+    ``VecEnv`` or any stack of wrappers around them.
+
+    :param env: the env (or vector env, or wrapper) to look through.
+    :param required_by: when given, the caller's name: a missing runtime raises instead of returning ``None``.
+    :returns: the runtime, or ``None`` when there is none and ``required_by`` is ``None``.
+    :raises TypeError: when ``required_by`` is given and ``env`` is not an aligngym env.
+    """
+    start = env
+    for _ in range(32):
+        if env is None:
+            break
+        rt = getattr(getattr(env, "unwrapped", env), "runtime", None)
+        if rt is not None:
+            return rt
+        envs = getattr(env, "envs", None)
+        if envs:
+            return runtime_of(envs[0], required_by)
+        nxt = getattr(env, "venv", None) or getattr(env, "env", None)
+        if nxt is None:
+            getter = getattr(env, "get_attr", None)  # a remote vector env (SB3 SubprocVecEnv, Async)
+            if callable(getter):
+                try:
+                    return getter("runtime")[0]
+                except Exception:  # non-aligngym vector envs have no such attribute
+                    pass
+        env = nxt
+    if required_by is not None:
+        raise TypeError(
+            f"{required_by} needs an aligngym env (one with a TaskRuntime), got {type(start).__name__}"
+        )
+    return None
+
+
 class TaskRuntime:
     """The resolved options of an env: tokenizer, prompt rows and their token ids, action map, scorer, reference.
 

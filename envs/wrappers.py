@@ -20,32 +20,15 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from aligngym.envs.core import runtime_of
+
 FLAT_LAYOUTS = ("ids_mask", "ids")
 EMBEDDING_LAYOUTS = ("split", "joint")
 
 
 # -- shared helpers -------------------------------------------------------------------------------------------------
-def runtime_of(env: Any) -> Any:
-    """The :class:`~aligngym.envs.core.TaskRuntime` behind a single env, a Gymnasium vector env (native or sync),
-    an SB3 ``VecEnv`` or any stack of wrappers around them; ``None`` when there is none."""
-    for _ in range(32):
-        if env is None:
-            return None
-        rt = getattr(getattr(env, "unwrapped", env), "runtime", None)
-        if rt is not None:
-            return rt
-        envs = getattr(env, "envs", None)
-        if envs:
-            return runtime_of(envs[0])
-        env = getattr(env, "venv", None) or getattr(env, "env", None)
-    return None
-
-
 def _require_runtime(env: Any, who: str) -> Any:
-    rt = runtime_of(env)
-    if rt is None:
-        raise TypeError(f"{who} needs an aligngym env (one with a TaskRuntime), got {type(env).__name__}")
-    return rt
+    return runtime_of(env, required_by=who)
 
 
 def _batched(obs: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, bool]:

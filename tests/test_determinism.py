@@ -30,7 +30,9 @@ def _reinforce(seed: int):
     from aligngym.agents.reinforce import ReinforceAgent
 
     env = gym.make("aligngym/Target-Token-v0")
-    return ReinforceAgent(env, ReinforceAgent.Config(seed=seed, device="cpu", num_envs=2, episodes_per_env=1)), 24
+    return ReinforceAgent(
+        env, ReinforceAgent.Config(seed=seed, device="cpu", num_envs=2, episodes_per_env=1)
+    ), 24
 
 
 def _ppo(seed: int):
