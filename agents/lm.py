@@ -94,7 +94,7 @@ def load_causal_lm(spec: Any = "default") -> nn.Module:
                 f"causal LM {str(spec)!r} is not a local model directory ({path} has no config.json); aligngym "
                 "never downloads: pass a directory saved with save_pretrained, a config, a model or 'default'"
             )
-        from aligngym.envs.scorers.embedding import quiet_transformers
+        from aligngym.envs.hf import quiet_transformers
 
         with quiet_transformers():  # no weight-loading progress bar
             model = AutoModelForCausalLM.from_pretrained(

@@ -228,8 +228,8 @@ class RewardModelTrainer:
 
     # -- building ----------------------------------------------------------------------------------------------------
     def _classifier(self, model: Any, tokenizer: Any) -> tuple[Any, Any]:
+        from aligngym.envs.hf import quiet_transformers
         from aligngym.envs.scorers.classifier import prepare_classifier
-        from aligngym.envs.scorers.embedding import quiet_transformers
 
         cfg = self.config
         if model is None:

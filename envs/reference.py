@@ -224,7 +224,7 @@ class ReferenceModel:
 def _load_dir(path: Path, device: str) -> Any:
     from transformers import AutoModelForCausalLM
 
-    from aligngym.envs.scorers.embedding import quiet_transformers
+    from aligngym.envs.hf import quiet_transformers
 
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"reference model directory {str(path)!r} has no config.json")

@@ -40,7 +40,7 @@ def load_sequence_classifier(model_dir: str | Path, device: str) -> tuple[Any, A
         if key not in _CLASSIFIERS:
             from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-            from aligngym.envs.scorers.embedding import quiet_transformers
+            from aligngym.envs.hf import quiet_transformers
 
             with quiet_transformers():
                 tokenizer = AutoTokenizer.from_pretrained(

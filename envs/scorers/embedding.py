@@ -6,36 +6,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from aligngym.envs.hf import quiet_transformers  # re-exported: its old home
 from aligngym.envs.scorers.base import BaseScorer
 
 #: (resolved model_dir, resolved device) -> (model, tokenizer); one frozen copy per process
 _ENCODERS: dict[tuple[str, str], tuple[Any, Any]] = {}
 _LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """Silence the ``transformers`` weight-loading progress bar and info logs (restored afterwards)."""
-    from transformers.utils import logging as hf_logging
-
-    bar = hf_logging.is_progress_bar_enabled()
-    level = hf_logging.get_verbosity()
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bar:
-            hf_logging.enable_progress_bar()
 
 
 def load_frozen_encoder(model_dir: str | Path, device: str) -> tuple[Any, Any]:
