@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _print_list(what: Sequence[str]) -> None:
     from aligngym.benchmarks.agents import list_agents
-    from aligngym.benchmarks.harness import list_suites
+    from aligngym.benchmarks.suite import list_suites
 
     for item in what or LIST_WHAT:
         if item == "envs":
@@ -126,7 +126,8 @@ def _delegate(module: str, argv: list[str], extra: str) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from aligngym.benchmarks.harness import expand_suite, hacking_rule_of, load_suite, run_suite
+    from aligngym.benchmarks.backends import run_suite
+    from aligngym.benchmarks.suite import expand_suite, hacking_rule_of, load_suite
 
     suite: dict[str, Any] = load_suite(args.config) if args.config else {}
     envs = [e for item in args.envs or [] for e in _csv_list(item)]
@@ -169,7 +170,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from aligngym.benchmarks.harness import hacking_rule_of, load_records, load_suite, write_outputs
+    from aligngym.benchmarks.report import load_records, write_outputs
+    from aligngym.benchmarks.suite import hacking_rule_of, load_suite
 
     records = load_records(args.out)
     if not records:

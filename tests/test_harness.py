@@ -16,17 +16,11 @@ import pytest
 from aligngym.agents.base import RandomAgent
 from aligngym.benchmarks import cli
 from aligngym.benchmarks.agents import AGENTS, agent_status, make_agent
-from aligngym.benchmarks.harness import (
-    HackingRule,
-    RunSpec,
-    distinct_n,
-    expand_suite,
-    hacking_rule_of,
-    load_records,
-    load_suite,
-    run_json_path,
-    run_suite,
-)
+from aligngym.benchmarks.backends import run_suite
+from aligngym.benchmarks.metrics import HackingRule, distinct_n
+from aligngym.benchmarks.report import load_records
+from aligngym.benchmarks.run import run_json_path
+from aligngym.benchmarks.suite import RunSpec, expand_suite, hacking_rule_of, load_suite
 
 TOKEN, SEQUENCE = "aligngym/Target-Token-v0", "aligngym/Target-Sequence-v0"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -387,3 +381,11 @@ def test_cli_explains_a_missing_serving_module(
     assert cli.main(["serve", TOKEN]) == 2
     err = capsys.readouterr().err
     assert "cannot import aligngym.envs.serving" in err and "aligngym[serve]" in err
+
+
+def test_harness_module_still_exports_the_public_names() -> None:
+    from aligngym.benchmarks import harness
+
+    assert harness.run_suite is run_suite and harness.RunSpec is RunSpec
+    for name in harness.__all__:
+        assert hasattr(harness, name), name

@@ -1,0 +1,329 @@
+"""One benchmark run: train an agent in chunks, evaluate it on the test split after each, record it as JSON.
+
+:func:`execute_run` is what every backend calls (in this process, in a spawned worker or as a Ray task); the record
+is written atomically (:func:`write_json_atomic`) so that a killed run never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from aligngym.benchmarks.agents import get_agent_spec, make_agent
+from aligngym.benchmarks.metrics import distinct_n
+from aligngym.benchmarks.suite import RunSpec
+
+SCHEMA_VERSION = 1
+RUNS_DIR = "runs"
+
+
+class EpisodeInfoRecorder(gym.Wrapper):
+    """Keeps the final ``info`` of every episode (reward components, completion ids) for the evaluation summary."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.final_infos: list[dict[str, Any]] = []
+
+    def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if terminated or truncated:
+            self.final_infos.append(info)
+        return obs, reward, terminated, truncated, info
+
+
+def _completion_tokens(info: dict[str, Any], eos_id: int | None) -> list[Any]:
+    """Completion token ids without EOS (the text the scorer judged), else its whitespace words."""
+    ids = info.get("completion_ids")
+    if ids is not None:
+        return [int(t) for t in ids if eos_id is None or int(t) != eos_id]
+    return str(info.get("completion", "")).split()
+
+
+def evaluate_point(
+    agent: Any,
+    env: EpisodeInfoRecorder,
+    *,
+    n_episodes: int | None,
+    deterministic: bool,
+    samples: int,
+) -> dict[str, Any]:
+    """One evaluation of ``agent`` on the (test) ``env``: returns, score, components, diversity, samples.
+
+    :param env: the test env wrapped in :class:`EpisodeInfoRecorder`.
+    :param n_episodes: ``None``: every prompt of the split once; else that many episodes (prompts drawn, seed 0).
+    :returns: ``mean_return``, ``std_return``, ``mean_score``, ``std_score``, ``mean_length`` (tokens incl. EOS),
+        ``distinct_1``, ``distinct_2``, ``reward_components`` (name -> mean), ``eval_time`` (s) and ``samples``
+        (the first ``samples`` episodes as ``{"prompt", "completion", "score"}``).
+    """
+    from aligngym.agents.base import evaluate
+
+    env.final_infos = []
+    result = evaluate(agent, env, n_episodes=n_episodes, deterministic=deterministic, seed=0)
+    infos = env.final_infos
+    runtime = getattr(env.unwrapped, "runtime", None)
+    eos_id = getattr(runtime, "eos_id", None)
+    tokens = [_completion_tokens(info, eos_id) for info in infos]
+    components: dict[str, list[float]] = {}
+    for info in infos:
+        for name, value in (info.get("reward_components") or {}).items():
+            components.setdefault(name, []).append(float(value))
+    scores = result["scores"]
+    return {
+        "mean_return": result["mean_return"],
+        "std_return": result["std_return"],
+        "mean_score": result["mean_score"],
+        "std_score": result["std_score"],
+        "mean_length": result["mean_length"],
+        "distinct_1": distinct_n(tokens, 1),
+        "distinct_2": distinct_n(tokens, 2),
+        "reward_components": {k: float(np.mean(v)) for k, v in components.items()},
+        "eval_time": result["wall_time"],
+        "samples": [
+            {"prompt": p, "completion": c, "score": float(s)}
+            for (p, c), s in zip(result["completions"][:samples], scores[:samples])
+        ],
+    }
+
+
+def _jsonable(obj: Any) -> Any:
+    """NaN/inf -> None, numpy scalars -> Python, tuples -> lists (strict JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, float | np.floating):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, str | int | bool) or obj is None:
+        return obj
+    return str(obj)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to a temporary file in the same directory, fsync it, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(_jsonable(data), fh, indent=1, allow_nan=False)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def run_json_path(out_dir: str | Path, run_id: str) -> Path:
+    return Path(out_dir) / RUNS_DIR / f"{run_id}.json"
+
+
+def _machine() -> dict[str, Any]:
+    versions: dict[str, str] = {"python": platform.python_version()}
+    for mod in ("numpy", "gymnasium", "torch", "stable_baselines3"):
+        m = sys.modules.get(mod)
+        if m is not None:
+            versions[mod] = str(getattr(m, "__version__", "?"))
+    try:
+        from importlib.metadata import version
+
+        versions["aligngym"] = version("aligngym")
+    except Exception:
+        pass
+    gpu = None
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        gpu = torch.cuda.get_device_name(0)
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "gpu": gpu,
+        "versions": versions,
+    }
+
+
+def _kl_of(agent: Any) -> float:
+    """The agent's latest ``charts/kl`` (KL to the reference), NaN when it logs none."""
+    logger = getattr(agent, "logger", None)
+    latest = getattr(logger, "latest", None)
+    if not callable(latest):
+        return float("nan")
+    try:
+        return float(latest("charts/kl"))
+    except Exception:
+        return float("nan")
+
+
+def execute_run(
+    spec: RunSpec,
+    out_dir: str | Path,
+    *,
+    write: bool = True,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Train ``spec.agent`` on ``spec.env_id`` in ``eval_points`` chunks, evaluating on the test split after each.
+
+    Evaluation happens once before training (step 0) and after every chunk; chunk k ends at
+    ``round(k * steps / eval_points)`` env steps as counted by the agent (``num_timesteps``; agents that do not
+    learn are charged the budget). An exception in the run is recorded (``status="failed"``, ``error``,
+    ``traceback``, the curve so far); ``KeyboardInterrupt`` is not caught, so an interrupted run writes nothing.
+
+    :param out_dir: the suite's output directory; TensorBoard logs go to ``runs/<run_id>/tb``.
+    :param write: write ``runs/<run_id>.json`` atomically when the run ends.
+    :param progress: a tqdm bar over the chunks.
+    :returns: the run record (what the JSON holds).
+    """
+    out_dir = Path(out_dir)
+    log_dir = out_dir / RUNS_DIR / spec.run_id / "tb"
+    record: dict[str, Any] = {
+        "schema": SCHEMA_VERSION,
+        "run_id": spec.run_id,
+        "fingerprint": spec.fingerprint(),
+        "spec": dataclasses.asdict(spec),
+        "env_id": spec.env_id,
+        "agent": spec.agent,
+        "agent_name": spec.factory_name,
+        "seed": spec.seed,
+        "status": "running",
+        "error": None,
+        "traceback": None,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "log_dir": str(log_dir),
+        "curve": [],
+    }
+    start = time.perf_counter()
+    train_time = 0.0
+    curve: list[dict[str, Any]] = record["curve"]
+    envs: list[Any] = []
+    agent: Any = None
+    bar = None
+    try:
+        import aligngym.envs  # noqa: F401  (registers the ids)
+
+        train_env = gym.make(spec.env_id, **{"split": "train", **spec.env_kwargs})
+        envs.append(train_env)
+        test_env = EpisodeInfoRecorder(gym.make(spec.env_id, **{**spec.env_kwargs, "split": "test"}))
+        envs.append(test_env)
+        agent_spec = get_agent_spec(spec.factory_name)
+        agent = make_agent(
+            spec.factory_name,
+            train_env,
+            seed=spec.seed,
+            device=spec.device,
+            log_dir=str(log_dir),
+            total_timesteps=spec.steps,
+            **spec.agent_kwargs,
+        )
+        record["device"] = str(getattr(agent, "device", spec.device))
+
+        def evaluate_now(budget_step: int) -> dict[str, Any]:
+            step = int(getattr(agent, "num_timesteps", budget_step)) if agent_spec.learns else budget_step
+            point = evaluate_point(
+                agent,
+                test_env,
+                n_episodes=spec.eval_episodes,
+                deterministic=spec.eval_deterministic,
+                samples=spec.samples,
+            )
+            point.update(
+                step=step, train_time=train_time, wall_time=time.perf_counter() - start, kl=_kl_of(agent)
+            )
+            return point
+
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=spec.steps, desc=spec.run_id, unit="step", leave=False, position=1)
+        curve.append(evaluate_now(0))
+        for k in range(1, spec.eval_points + 1):
+            target = round(k * spec.steps / spec.eval_points)
+            done = (
+                int(getattr(agent, "num_timesteps", 0))
+                if agent_spec.learns
+                else round((k - 1) * spec.steps / spec.eval_points)
+            )
+            t0 = time.perf_counter()
+            if target - done > 0:
+                agent.learn(target - done)
+            train_time += time.perf_counter() - t0
+            curve.append(evaluate_now(target))
+            if bar is not None:
+                bar.update(max(0, min(target, spec.steps) - bar.n))
+        record["status"] = "ok"
+    except Exception as err:
+        record["status"] = "failed"
+        record["error"] = f"{type(err).__name__}: {err}"
+        record["traceback"] = traceback.format_exc()
+    finally:
+        if bar is not None:
+            bar.close()
+        logger = getattr(agent, "logger", None)
+        if logger is not None and callable(getattr(logger, "close", None)):
+            logger.close()
+        for env in envs:
+            try:
+                env.close()
+            except Exception:
+                pass
+    final = curve[-1] if curve else {}
+    record.update(
+        finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        wall_time=time.perf_counter() - start,
+        train_time=train_time,
+        env_steps=final.get("step"),
+        final={k: v for k, v in final.items() if k != "samples"},
+        samples=final.get("samples", []),
+        samples_initial=curve[0].get("samples", []) if curve else [],
+        machine=_machine(),
+    )
+    for point in curve[1:-1]:
+        point.pop("samples", None)  # keep the first and last evaluation's samples only
+    if write:
+        write_json_atomic(run_json_path(out_dir, spec.run_id), record)
+    return _jsonable(record)
+
+
+def _read_record(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def finished_record(out_dir: str | Path, spec: RunSpec) -> dict[str, Any] | None:
+    """The stored record of ``spec`` when it finished with status ok and the same fingerprint, else ``None``."""
+    rec = _read_record(run_json_path(out_dir, spec.run_id))
+    if rec and rec.get("status") == "ok" and rec.get("fingerprint") == spec.fingerprint():
+        return rec
+    return None
+
+
+def _failed_record(spec: RunSpec, err: BaseException) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA_VERSION,
+        "run_id": spec.run_id,
+        "fingerprint": spec.fingerprint(),
+        "spec": dataclasses.asdict(spec),
+        "env_id": spec.env_id,
+        "agent": spec.agent,
+        "agent_name": spec.factory_name,
+        "seed": spec.seed,
+        "status": "failed",
+        "error": f"{type(err).__name__}: {err}",
+        "traceback": "".join(traceback.format_exception(type(err), err, err.__traceback__)),
+        "curve": [],
+        "final": {},
+        "samples": [],
+    }
