@@ -1,9 +1,11 @@
-"""The interface every aligngym agent follows, with logging, checkpoint I/O and evaluation.
+"""The interface every aligngym agent follows: the one learn loop, logging, checkpoint I/O and evaluation.
 
 An agent is ``Agent(env, config)`` with ``learn(total_timesteps, callback=None) -> self``, SB3's
 ``predict(obs, state=None, episode_start=None, deterministic=False) -> (action, state)`` and ``save(dir)`` /
-``load(dir)``. Checkpoints are a directory: ``agent.json`` (config + env signature + file hashes) and
-``weights.safetensors`` (numpy arrays or torch tensors). Nothing is ever pickled.
+``load(dir)``. ``learn`` repeats the algorithm's ``collect(venv)`` / ``update(batch)`` and owns the budget, progress
+bar, SPS, TensorBoard scalars, periodic checkpoints and callbacks. Checkpoints are a directory: ``agent.json``
+(config + env signature + the weights' SHA-256) and ``weights.safetensors``; both are written atomically (temp file,
+fsync, ``os.replace``) and nothing is ever pickled.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -32,7 +35,11 @@ Callback = Callable[["Agent", dict[str, float]], Any]
 
 
 class CheckpointError(ValueError):
-    """A checkpoint is missing, truncated, tampered with, or made for another agent or env."""
+    """A checkpoint is missing, truncated or corrupted, or made for another agent or env.
+
+    The SHA-256 in ``agent.json`` detects corruption (a torn or truncated write, a flipped byte); it is not a
+    signature: whoever can edit the weights can edit the hash next to them, so it does not detect tampering.
+    """
 
 
 @dataclasses.dataclass
@@ -96,6 +103,7 @@ def env_signature(env: Any) -> dict[str, Any]:
     sig: dict[str, Any] = {}
     if isinstance(obs_space, gym.spaces.Dict) and "input_ids" in obs_space.spaces:
         box = obs_space["input_ids"]
+        assert isinstance(box, gym.spaces.Box)
         sig["seq_len"] = int(box.shape[0])
         sig["vocab_size"] = int(np.max(box.high)) + 1
     if isinstance(act_space, gym.spaces.Discrete):
@@ -115,6 +123,28 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` and fsync it (the caller renames it into place)."""
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make renames inside ``path`` durable (a no-op where directories cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(str(path), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def add_batch_dim(obs: Any) -> tuple[dict[str, np.ndarray], bool]:
@@ -160,14 +190,90 @@ class Agent(ABC):
             torch.manual_seed(config.seed)
         self.logger = MetricLogger(config.log_dir)
         self.signature = env_signature(env) if env is not None else {}
+        self._venv: Any = env if isinstance(env, gym.vector.VectorEnv) else None
 
     #: whether the agent needs torch (resolves ``device``, seeds torch)
     uses_torch: ClassVar[bool] = True
 
     # -- the contract ----------------------------------------------------------------------------------------------
-    @abstractmethod
     def learn(self: A, total_timesteps: int, callback: Callback | None = None) -> A:
-        """Train for ``total_timesteps`` env steps (tokens for token-level envs); returns ``self``."""
+        """Train for ``total_timesteps`` more env steps (tokens for token-level envs, completions for sequence-level
+        ones): repeat ``batch = collect(venv)``, ``metrics = update(batch)`` until the budget is spent.
+
+        This loop owns what every algorithm shares: the budget (the last update may run past it by one batch), the
+        progress bar, ``charts/SPS``, the rollout scalars (``charts/episodic_return``, ``charts/episodic_length``,
+        ``charts/score``, ``charts/learning_rate``), logging every ``config.log_interval`` updates (default 1),
+        periodic checkpoints (``checkpoint_every`` / ``checkpoint_dir``) and the callback.
+
+        :param total_timesteps: env steps to learn from, >= 0.
+        :param callback: ``callback(agent, metrics)`` after every update; returning ``False`` stops.
+        :returns: ``self``.
+        """
+        if total_timesteps < 0:
+            raise ValueError(f"total_timesteps must be >= 0, got {total_timesteps}")
+        venv = self._vector_env()
+        end = self.num_timesteps + total_timesteps
+        last_saved = self.num_timesteps
+        bar = self._progress(total_timesteps)
+        log_every = int(getattr(self.config, "log_interval", 1))
+        t0, steps0 = time.perf_counter(), self.num_timesteps
+        try:
+            while self.num_timesteps < end:
+                batch = self.collect(venv)
+                metrics = self.update(batch)
+                n_steps = int(batch["num_steps"])
+                self.num_timesteps += n_steps
+                self.num_episodes += len(batch["episode_returns"])
+                metrics.update(self._rollout_metrics(batch, t0, steps0))
+                if getattr(self, "num_updates", 0) % log_every == 0:
+                    self.logger.log(self.num_timesteps, **metrics)
+                if bar is not None:
+                    bar.update(n_steps)
+                last_saved = self._maybe_checkpoint(last_saved)
+                if callback is not None and callback(self, metrics) is False:
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+        return self
+
+    def collect(self, venv: Any) -> dict[str, Any]:
+        """Play one rollout batch in ``venv`` with the current policy (the algorithm's half of :meth:`learn`).
+
+        :returns: a dict with at least ``num_steps`` (env steps learned from), ``episode_returns``,
+            ``episode_scores`` and ``episode_lengths`` (one entry per finished episode), plus whatever
+            :meth:`update` needs.
+        """
+        raise NotImplementedError(f"{type(self).__name__} overrides learn() and has no collect()")
+
+    def update(self, batch: dict[str, Any]) -> dict[str, float]:
+        """Learn from one :meth:`collect` batch; returns the scalars to log (``losses/*``, ``charts/*``)."""
+        raise NotImplementedError(f"{type(self).__name__} overrides learn() and has no update()")
+
+    def rollout_envs(self) -> int:
+        """Sub-envs a single env is copied into for :meth:`collect` (``config.num_envs`` when it has one, else 1)."""
+        return int(getattr(self.config, "num_envs", 1))
+
+    def _vector_env(self) -> Any:
+        """The vector env :meth:`learn` collects in: ``env`` itself, or ``rollout_envs()`` copies of it."""
+        from aligngym.agents.vector_envs import as_vector_env
+
+        if getattr(self, "_venv", None) is None:
+            self._venv = as_vector_env(self.env, self.rollout_envs())
+        return self._venv
+
+    def _rollout_metrics(self, batch: dict[str, Any], t0: float, steps0: int) -> dict[str, float]:
+        """The scalars every agent logs the same way (CleanRL's names)."""
+        out = {
+            "charts/episodic_return": float(np.mean(batch["episode_returns"])),
+            "charts/episodic_length": float(np.mean(batch["episode_lengths"])),
+            "charts/score": float(np.mean(batch["episode_scores"])),
+            "charts/SPS": (self.num_timesteps - steps0) / max(time.perf_counter() - t0, 1e-9),
+        }
+        optimizer = getattr(self, "optimizer", None)
+        if optimizer is not None:
+            out["charts/learning_rate"] = float(optimizer.param_groups[0]["lr"])
+        return out
 
     @abstractmethod
     def predict(
@@ -195,23 +301,27 @@ class Agent(ABC):
 
     # -- checkpoints -----------------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        """Write ``agent.json`` + ``weights.safetensors`` into the directory ``path``."""
+        """Write ``agent.json`` + ``weights.safetensors`` into the directory ``path``, atomically.
+
+        Both files are first written in full to ``*.tmp`` files in the same directory and fsynced; then the weights
+        and then ``agent.json`` are moved into place with ``os.replace``. A save interrupted at any byte leaves the
+        previous checkpoint readable, or (interrupted between the two renames) the new one, which
+        :meth:`read_checkpoint` completes from ``agent.json.tmp``; a torn file is refused with
+        :class:`CheckpointError`, never loaded.
+        """
         out = Path(path)
         out.mkdir(parents=True, exist_ok=True)
         arrays = self.state_arrays()
-        weights = out / WEIGHTS_FILE
-        tmp = weights.with_suffix(".tmp")
         if arrays and all(isinstance(v, np.ndarray) for v in arrays.values()):
-            from safetensors.numpy import save_file
+            from safetensors.numpy import save as save_numpy
 
-            save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp))
+            blob = save_numpy({k: np.ascontiguousarray(v) for k, v in arrays.items()})
             kind = "numpy"
         else:
-            from safetensors.torch import save_file as save_torch
+            from safetensors.torch import save as save_torch
 
-            save_torch({k: v.detach().contiguous().cpu() for k, v in arrays.items()}, str(tmp))
+            blob = save_torch({k: v.detach().contiguous().cpu() for k, v in arrays.items()})
             kind = "torch"
-        tmp.replace(weights)
         meta = {
             "format_version": CHECKPOINT_VERSION,
             "algo": self.algo_name,
@@ -222,16 +332,23 @@ class Agent(ABC):
             "rng_state": self.rng.bit_generator.state,
             "extra": self.extra_state(),
             "weights_kind": kind,
-            "weights_sha256": _sha256(weights),
+            "weights_sha256": hashlib.sha256(blob).hexdigest(),
         }
-        (out / CONFIG_FILE).write_text(json.dumps(meta, indent=2, default=_json_default))
+        text = json.dumps(meta, indent=2, default=_json_default).encode()
+        weights, cfg = out / WEIGHTS_FILE, out / CONFIG_FILE
+        weights_tmp, cfg_tmp = out / (WEIGHTS_FILE + ".tmp"), out / (CONFIG_FILE + ".tmp")
+        _write_durably(weights_tmp, blob)
+        _write_durably(cfg_tmp, text)
+        os.replace(weights_tmp, weights)
+        os.replace(cfg_tmp, cfg)  # the commit point
+        _fsync_dir(out)
         return out
 
     @classmethod
     def read_checkpoint(cls, path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
         """Read and verify a checkpoint directory: ``(meta, arrays)``.
 
-        :raises CheckpointError: missing files, invalid JSON, a hash mismatch (truncated or tampered weights),
+        :raises CheckpointError: missing files, invalid JSON, a hash mismatch (truncated or corrupted weights),
             a checkpoint of another algorithm, or unreadable safetensors.
         """
         root = Path(path)
@@ -240,19 +357,29 @@ class Agent(ABC):
             raise CheckpointError(
                 f"{root} is not an aligngym checkpoint: expected {CONFIG_FILE} and {WEIGHTS_FILE}"
             )
-        try:
-            meta = json.loads(cfg.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise CheckpointError(f"{cfg} is not valid JSON: {err}") from err
+        meta = _read_meta(cfg)
+        digest = _sha256(weights)
+        if digest != meta.get("weights_sha256"):
+            pending = root / (CONFIG_FILE + ".tmp")  # a save stopped between its two renames: complete it
+            try:
+                staged = _read_meta(pending) if pending.is_file() else None
+            except CheckpointError:
+                staged = None  # torn while it was being written: the save never reached its renames
+            if staged is not None and staged.get("weights_sha256") == digest:
+                meta = staged
+                try:
+                    os.replace(pending, cfg)
+                except OSError:
+                    pass  # a read-only checkpoint still loads
         if meta.get("algo") != cls.algo_name:
             raise CheckpointError(f"{root} holds a {meta.get('algo')!r} checkpoint, not {cls.algo_name!r}")
         if meta.get("format_version") != CHECKPOINT_VERSION:
             raise CheckpointError(
                 f"{root}: checkpoint format {meta.get('format_version')} != {CHECKPOINT_VERSION}"
             )
-        if _sha256(weights) != meta.get("weights_sha256"):
+        if digest != meta.get("weights_sha256"):
             raise CheckpointError(
-                f"{weights} does not match the hash in {CONFIG_FILE}: truncated or modified"
+                f"{weights} does not match the SHA-256 in {CONFIG_FILE}: the checkpoint is truncated or corrupted"
             )
         try:
             if meta.get("weights_kind") == "numpy":
@@ -324,6 +451,17 @@ class Agent(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(steps={self.num_timesteps}, device={self.device!r})"
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    """``agent.json`` as a dict. :raises CheckpointError: when it is not a complete JSON object."""
+    try:
+        meta = json.loads(path.read_bytes().decode())
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as err:
+        raise CheckpointError(f"{path} is not valid JSON (truncated or corrupted): {err}") from err
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path} holds {type(meta).__name__}, not a checkpoint's JSON object")
+    return meta
 
 
 def _json_default(obj: Any) -> Any:

@@ -4,6 +4,9 @@ At each step the top-k candidate next tokens are appended to the completion so f
 task scorer by default: relevance, fluency, task success, or any weighted composite); the logits get
 ``w * bonus``, bonus = score(prefix + candidate) - score(prefix). ``w = 0`` is plain decoding, exactly.
 :class:`RewardGuidedDecoder` is an agent (``learn`` is a no-op) so it is benchmarked on the same envs as the others.
+By default it is an *oracle* (``agent.is_oracle``): it reads the evaluation scorer and the test rows' context columns
+(``reference``, ``keywords`` ...); with ``guide_scorer=`` it decodes with a proxy scorer or a trained reward model
+that sees the prompt and the completion only.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import numpy as np
 import torch
 
 from aligngym.agents.base import AgentConfig, Callback
-from aligngym.agents.lm import LMAgent, LMAgentConfig, autocast_context, process_logits, sample_actions
+from aligngym.agents.lm_agent import LMAgent, LMAgentConfig, autocast_context
+from aligngym.agents.sampling import process_logits, sample_actions
 from aligngym.envs.scorers import BaseScorer, make_scorer
 
 BONUSES = ("delta", "score")
@@ -29,14 +33,21 @@ class DecodingConfig(LMAgentConfig, AgentConfig):
 
     :param weight: w, the weight of the scorer bonus on the logits (0: plain decoding).
     :param candidates: top-k candidate tokens scored at each step.
-    :param scorer: ``None`` (the env's task scorer), a registered name, a ``{name: weight}`` composite, or an object.
+    :param scorer: oracle mode: ``None`` (the env's task scorer, i.e. the evaluation scorer), a registered name, a
+        ``{name: weight}`` composite, or an object; called with the prompt row's context columns.
+    :param guide_scorer: non-oracle mode: a proxy scorer or a trained reward model (anything ``make_scorer`` takes,
+        e.g. ``{"reward_model": 1.0}``), called with prompts and completions only, never with the test rows' context
+        columns. Excludes ``scorer``.
     :param bonus: ``"delta"`` (score(prefix + candidate) - score(prefix)) or ``"score"`` (score(prefix + candidate)).
-    :param temperature: / :param top_k: / :param top_p: sampling after the bonus (``deterministic=True``: argmax).
+    :param temperature: sampling temperature after the bonus (``deterministic=True``: argmax).
+    :param top_k: top-k filtering after the bonus (0: off).
+    :param top_p: nucleus filtering after the bonus (1: off).
     """
 
     weight: float = 1.0
     candidates: int = 20
     scorer: Any = None
+    guide_scorer: Any = None
     bonus: str = "delta"
     temperature: float = 1.0
     top_k: int = 0
@@ -47,14 +58,21 @@ class DecodingConfig(LMAgentConfig, AgentConfig):
             raise ValueError(f"bonus must be one of {BONUSES}, got {self.bonus!r}")
         if self.candidates <= 0:
             raise ValueError(f"candidates must be positive, got {self.candidates}")
+        if self.scorer is not None and self.guide_scorer is not None:
+            raise ValueError(
+                "give scorer= (oracle: reads the prompt rows' context) or guide_scorer= (prompt and completion "
+                f"only), not both; got scorer={self.scorer!r}, guide_scorer={self.guide_scorer!r}"
+            )
 
 
 class RewardGuidedDecoder(LMAgent):
     """Decode with ``logits + w * bonus`` from a scorer on the top-k candidate continuations (module docstring).
 
     Works on token-level envs (``predict`` gives the next token) and sequence-level envs (``predict`` gives the whole
-    completion, generated with the KV cache). Per-prompt context columns (``keywords``, ``reference`` ...) come from
-    the env's prompt set, found by the prompt's token ids in the observation.
+    completion, generated with the KV cache). In oracle mode (``is_oracle``: no ``guide_scorer``) the scorer gets the
+    per-prompt context columns (``keywords``, ``reference`` ...) of the env's prompt set, found by the prompt's token
+    ids in the observation: on a test split that is test-time information, and run tables must say so. With
+    ``guide_scorer`` the scorer gets the prompt text and the completion only.
     """
 
     Config: ClassVar[type[AgentConfig]] = DecodingConfig
@@ -67,9 +85,14 @@ class RewardGuidedDecoder(LMAgent):
         self.config: DecodingConfig
         cfg = self.config
         self.sequence_level = "completion_len" in self.signature
-        self.scorer: BaseScorer = (
-            self.runtime.scorer if cfg.scorer is None else make_scorer(cfg.scorer, device=cfg.device)
-        )
+        #: True when decoding reads the evaluation scorer / the prompt rows' context (label the run an oracle)
+        self.is_oracle = cfg.guide_scorer is None
+        if cfg.guide_scorer is not None:
+            self.scorer: BaseScorer = make_scorer(cfg.guide_scorer, device=cfg.device)
+        else:
+            self.scorer = (
+                self.runtime.scorer if cfg.scorer is None else make_scorer(cfg.scorer, device=cfg.device)
+            )
         self._row_index = {tuple(int(t) for t in ids): i for i, ids in enumerate(self.runtime.prompt_ids)}
         self.pad_action = self.eos_action if self.eos_action is not None else 0
 
@@ -90,6 +113,8 @@ class RewardGuidedDecoder(LMAgent):
         return rows
 
     def _score(self, rows: Sequence[dict[str, Any]], completions: Sequence[str]) -> np.ndarray:
+        if not self.is_oracle:  # a guide scorer sees the prompt and the completion, nothing else of the row
+            return self.scorer([r["prompt"] for r in rows], list(completions))
         keys = sorted({k for r in rows for k in r} - _NOT_CONTEXT)
         context = {k: [r.get(k) for r in rows] for k in keys}
         return self.scorer([r["prompt"] for r in rows], list(completions), **context)

@@ -4,13 +4,13 @@ For each of ``prompts_per_update`` prompts the policy samples ``num_generations`
 vector env of that many copies (reset with ``options={"prompt_index": i}``) scores them in one step. Advantages are
 the group-normalized scores (or RLOO / mean baselines), the loss the clipped surrogate plus beta * KL (k3 estimator)
 to a frozen reference; no value model. ``python -m aligngym.agents.grpo --env aligngym/Keywords-Sequence-v0``.
+The file reads top to bottom: config, advantages, then the agent's ``collect`` and ``update`` (the loop around them
+is :meth:`aligngym.agents.base.Agent.learn`).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import time
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -18,15 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from aligngym.agents.base import AgentConfig, Callback
-from aligngym.agents.lm import (
-    LMAgent,
-    LMAgentConfig,
-    as_vector_env,
-    autocast_context,
-    autoreset_mode,
-    info_value,
-)
+from aligngym.agents.base import AgentConfig
+from aligngym.agents.lm_agent import LMAgent, LMAgentConfig, autocast_context
+from aligngym.agents.vector_envs import autoreset_mode, info_value
 
 ADVANTAGES = ("group", "rloo", "mean")
 
@@ -44,7 +38,9 @@ class GRPOConfig(LMAgentConfig, AgentConfig):
     :param advantage: ``"group"`` ((r - mean_g) / (std_g + eps), GRPO), ``"rloo"`` (r - mean of the other G-1:
         REINFORCE leave-one-out) or ``"mean"`` (r - mean_g: REINFORCE with a group-mean baseline).
     :param max_grad_norm: gradient clipping (0: off).
-    :param temperature: / :param top_k: / :param top_p: sampling of the completions (log-probs of the tempered policy).
+    :param temperature: sampling temperature of the completions (log-probs are of the tempered policy).
+    :param top_k: top-k filtering of the completions (0: off).
+    :param top_p: nucleus filtering of the completions (1: off).
     """
 
     learning_rate: float = 2e-4
@@ -113,14 +109,11 @@ class GRPOAgent(LMAgent):
             )
         if self.config.beta == 0:
             self.reference = None  # no KL term: no reference forward (and nothing extra to save)
-        self._venv: Any = None
-        if isinstance(env, gym.vector.VectorEnv):
-            if env.num_envs != self.config.num_generations:
-                raise ValueError(
-                    f"GRPOAgent needs a vector env of num_generations={self.config.num_generations} sub-envs (one "
-                    f"group per reset), got {env.num_envs}"
-                )
-            self._venv = env
+        if isinstance(env, gym.vector.VectorEnv) and env.num_envs != self.config.num_generations:
+            raise ValueError(
+                f"GRPOAgent needs a vector env of num_generations={self.config.num_generations} sub-envs (one "
+                f"group per reset), got {env.num_envs}"
+            )
         self.pad_action = self.eos_action if self.eos_action is not None else 0
 
     # -- acting ----------------------------------------------------------------------------------------------------
@@ -157,16 +150,16 @@ class GRPOAgent(LMAgent):
         return (actions[0] if single else actions), state
 
     # -- rollouts --------------------------------------------------------------------------------------------------
-    def _vector_env(self) -> Any:
-        if self._venv is None:
-            self._venv = as_vector_env(self.env, self.config.num_generations)
-        return self._venv
+    def rollout_envs(self) -> int:
+        """A group per reset: ``num_generations`` copies of a single env."""
+        return self.config.num_generations
 
     def collect(self, venv: Any) -> dict[str, Any]:
         """``prompts_per_update`` groups of G completions, scored by the env.
 
         :returns: ``prompt_ids``/``prompt_mask`` (n*G, P), ``actions``/``mask`` (n*G, T) tensors, ``scores`` and
-            ``rewards`` float32 (n, G) numpy arrays, ``completions`` (texts).
+            ``rewards`` float32 (n, G) numpy arrays, ``completions`` (texts), and the loop's ``num_steps``
+            (completions), ``episode_returns``, ``episode_scores``, ``episode_lengths``.
         """
         cfg, rt = self.config, self.runtime
         mode = autoreset_mode(venv)
@@ -197,6 +190,12 @@ class GRPOAgent(LMAgent):
                 parts[key].append(value)
         batch: dict[str, Any] = {k: torch.cat(v) for k, v in parts.items()}
         batch.update(scores=scores, rewards=rewards, completions=completions)
+        batch.update(
+            num_steps=scores.size,
+            episode_returns=rewards.reshape(-1),
+            episode_scores=scores.reshape(-1),
+            episode_lengths=batch["mask"].sum(-1).cpu().numpy(),
+        )
         return batch
 
     # -- the update ------------------------------------------------------------------------------------------------
@@ -260,65 +259,24 @@ class GRPOAgent(LMAgent):
         return {
             "losses/policy_loss": float(np.mean(stats["policy_loss"])),
             "losses/approx_kl": float(np.mean(stats["approx_kl"])),
-            "charts/clipfrac": float(np.mean(stats["clipfrac"])),
+            "losses/clipfrac": float(np.mean(stats["clipfrac"])),
             "charts/kl": float(np.mean(stats["kl"])),
             "charts/reward_std": float(batch["rewards"].std(-1).mean()),
         }
 
-    def learn(self, total_timesteps: int, callback: Callback | None = None) -> GRPOAgent:
-        """Collect-and-update until ``total_timesteps`` more completions have been learned from.
-
-        :param callback: ``callback(agent, metrics)`` after every update; returning ``False`` stops.
-        """
-        if total_timesteps < 0:
-            raise ValueError(f"total_timesteps must be >= 0, got {total_timesteps}")
-        venv = self._vector_env()
-        end = self.num_timesteps + total_timesteps
-        last_saved = self.num_timesteps
-        bar = self._progress(total_timesteps)
-        t0, steps0 = time.perf_counter(), self.num_timesteps
-        while self.num_timesteps < end:
-            batch = self.collect(venv)
-            metrics = self.update(batch)
-            n = batch["scores"].size
-            self.num_timesteps += n
-            self.num_episodes += n
-            metrics["charts/score"] = float(batch["scores"].mean())
-            metrics["charts/episodic_return"] = float(batch["rewards"].mean())
-            metrics["charts/episodic_length"] = float(batch["mask"].sum(-1).float().mean())
-            metrics["charts/SPS"] = (self.num_timesteps - steps0) / max(time.perf_counter() - t0, 1e-9)
-            self.logger.log(self.num_timesteps, **metrics)
-            if bar is not None:
-                bar.update(n)
-            last_saved = self._maybe_checkpoint(last_saved)
-            if callback is not None and callback(self, metrics) is False:
-                break
-        if bar is not None:
-            bar.close()
-        return self
-
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Train GRPO from the shipped reference model and compare it with the reference on the test prompts."""
-    import aligngym.envs  # noqa: F401  (registers the ids)
-    from aligngym.agents.base import evaluate
+    """Train GRPO from the shipped reference model and compare it with the untrained model on the test prompts."""
+    from aligngym.agents.cli import agent_parser, train_and_compare
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--env", default="aligngym/Keywords-Sequence-v0")
-    parser.add_argument("--steps", type=int, default=2000, help="completions")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
+    parser = agent_parser(__doc__.splitlines()[0], "aligngym/Keywords-Sequence-v0", 2000, "completions")
     parser.add_argument("--num-generations", type=int, default=8)
     parser.add_argument("--prompts-per-update", type=int, default=4)
     parser.add_argument("--learning-rate", type=float, default=2e-4)
     parser.add_argument("--beta", type=float, default=0.04)
     parser.add_argument("--advantage", choices=ADVANTAGES, default="group")
-    parser.add_argument("--log-dir", default=None)
-    parser.add_argument("--save", default=None)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--policy", default=None, help="local model directory, or 'tiny-random'")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    env = gym.make(args.env)
     cfg = GRPOConfig(
         seed=args.seed,
         device=args.device,
@@ -328,22 +286,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         beta=args.beta,
         advantage=args.advantage,
         log_dir=args.log_dir,
+        policy=args.policy,
     )
-    test_env = gym.make(args.env, split="test")
-    agent = GRPOAgent(env, cfg)
-    before = evaluate(agent, test_env, deterministic=False, seed=args.seed)
-    t0 = time.perf_counter()
-    agent.learn(args.steps)
-    train_s = time.perf_counter() - t0
-    after = evaluate(agent, test_env, deterministic=False, seed=args.seed)
-    if args.save:
-        agent.save(args.save)
-    print(f"{args.env}: {agent.num_timesteps} completions, {agent.num_updates} updates in {train_s:.0f} s")
-    print(f"test score: reference {before['mean_score']:.3f} -> GRPO {after['mean_score']:.3f}")
-    for prompt, completion in after["completions"][:5]:
-        print(f"  {prompt!r} -> {completion!r}")
-    agent.logger.close()
-    return {"before": before, "after": after, "train_seconds": train_s}
+    return train_and_compare(GRPOAgent, cfg, args, baseline="before")
 
 
 if __name__ == "__main__":

@@ -4,45 +4,40 @@ Rollouts run through the Gymnasium vector-env API with the policy's KV cache (on
 the reward of each token is the env's reward minus beta * (log pi - log pi_ref) from a frozen reference, with
 beta adapted toward a target KL. GAE on the value head that shares the LM trunk, clipped policy and value losses,
 minibatch epochs, gradient clipping, bfloat16 autocast on CUDA. ``python -m aligngym.agents.ppo --steps 20000``.
+The file reads top to bottom: config, KL controller and GAE, then the agent's ``collect`` and ``update`` (the
+loop around them is :meth:`aligngym.agents.base.Agent.learn`).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import time
 from typing import Any, ClassVar
 
-import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
 
-from aligngym.agents.base import AgentConfig, Callback
-from aligngym.agents.lm import (
-    LMAgent,
-    LMAgentConfig,
-    as_vector_env,
-    autocast_context,
-    autoreset_mode,
-    info_value,
-    process_logits,
-    sample_actions,
-)
+from aligngym.agents.base import AgentConfig
+from aligngym.agents.lm_agent import LMAgent, LMAgentConfig, autocast_context
+from aligngym.agents.sampling import process_logits, sample_actions
+from aligngym.agents.vector_envs import autoreset_mode, info_value
 
 
 @dataclasses.dataclass
 class PPOConfig(LMAgentConfig, AgentConfig):
     """Hyper-parameters of :class:`PPOAgent` (plus :class:`~aligngym.agents.base.AgentConfig`'s and the LM fields
-    ``policy``, ``reference``, ``mixed_precision`` of :class:`~aligngym.agents.lm.LMAgentConfig`).
+    ``policy``, ``reference``, ``mixed_precision`` of :class:`~aligngym.agents.lm_agent.LMAgentConfig`).
 
     :param learning_rate: Adam step size.
     :param num_envs: copies of a single env run side by side (ignored for a ``VectorEnv``): episodes per update.
     :param n_epochs: passes over each rollout batch.
     :param minibatch_size: episodes per gradient step.
-    :param gamma: discount; :param gae_lambda: GAE lambda.
-    :param clip_range: PPO ratio clip; :param clip_range_vf: value clip around the old values (0: off).
-    :param vf_coef: value-loss weight; :param ent_coef: entropy bonus weight.
+    :param gamma: discount.
+    :param gae_lambda: GAE lambda.
+    :param clip_range: PPO ratio clip.
+    :param clip_range_vf: value clip around the old values (0: off).
+    :param vf_coef: value-loss weight.
+    :param ent_coef: entropy bonus weight.
     :param max_grad_norm: gradient clipping (0: off).
     :param init_kl_coef: initial beta of the per-token KL penalty.
     :param adaptive_kl: adapt beta toward ``target_kl`` (Ziegler et al.: beta *= 1 + clip(KL/target - 1, +-0.2) * n/horizon).
@@ -109,7 +104,11 @@ def gae(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised advantage estimates for right-padded episodes that end (terminate) at their last token.
 
-    :param rewards: / :param values: float (B, T); :param mask: (B, T), 1 on the episode's tokens.
+    :param rewards: float (B, T), the reward of each token.
+    :param values: float (B, T), the value of the state before each token.
+    :param mask: (B, T), 1 on the episode's tokens.
+    :param gamma: discount.
+    :param lam: GAE lambda.
     :returns: advantages and returns (advantages + values), float (B, T), 0 after each episode.
     """
     b, t_max = rewards.shape
@@ -126,14 +125,25 @@ def gae(
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``x`` over the positions where ``mask`` is 1 (0 for an empty mask)."""
     m = mask.to(x.dtype)
     return (x * m).sum() / m.sum().clamp(min=1.0)
 
 
 def masked_whiten(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``x`` standardised over the masked positions (0 elsewhere)."""
     mean = masked_mean(x, mask)
     var = masked_mean((x - mean) ** 2, mask)
     return (x - mean) * torch.rsqrt(var + 1e-8) * mask.to(x.dtype)
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
+    """1 - Var[returns - values] / Var[returns] over the masked tokens (CleanRL's ``losses/explained_variance``);
+    NaN when the returns do not vary."""
+    m = mask.bool()
+    y, v = returns[m].float(), values[m].float()
+    var_y = float(y.var(unbiased=False)) if y.numel() else 0.0
+    return float("nan") if var_y == 0.0 else 1.0 - float((y - v).var(unbiased=False)) / var_y
 
 
 class PPOAgent(LMAgent):
@@ -142,9 +152,10 @@ class PPOAgent(LMAgent):
     ``learn(total_timesteps)`` repeats: reset the vector env (seeded from the agent's generator), generate one episode
     per row with the KV cache while stepping the env, score log-probs / values / reference log-probs in one forward
     pass each, then ``n_epochs`` of minibatch PPO updates. ``num_timesteps`` counts generated tokens (env steps that
-    are learned from); the last update may run past the budget by one batch. Logs ``charts/score``, ``charts/kl``,
-    ``charts/kl_coef``, ``charts/episodic_return``, ``losses/policy_loss``, ``losses/value_loss``,
-    ``losses/approx_kl``, ``charts/clipfrac``, ``losses/entropy``.
+    are learned from); the last update may run past the budget by one batch. Logs CleanRL's keys
+    (``charts/episodic_return``, ``charts/SPS``, ``losses/policy_loss``, ``losses/value_loss``, ``losses/entropy``,
+    ``losses/approx_kl``, ``losses/clipfrac``, ``losses/explained_variance``) plus ``charts/score``, ``charts/kl``
+    (KL(pi || ref) summed over an episode's tokens, batch mean), ``charts/kl_coef`` and ``charts/non_score_reward``.
 
     On CPU a run resumed from a checkpoint (``checkpoint_every`` / ``checkpoint_dir``, then :meth:`load` and
     ``learn`` of the remaining steps) repeats an uninterrupted run exactly.
@@ -166,7 +177,6 @@ class PPOAgent(LMAgent):
             )
         cfg = self.config
         self.kl_ctl = AdaptiveKLController(cfg.init_kl_coef, cfg.target_kl, cfg.kl_horizon, cfg.adaptive_kl)
-        self._venv: Any = env if isinstance(env, gym.vector.VectorEnv) else None
         valid = self.step_masks[-1].cpu().numpy()
         non_eos = [a for a in np.flatnonzero(valid) if a != self.eos_action]
         self._idle_action = int(non_eos[0]) if non_eos else 0  # given to rows whose episode is over
@@ -193,17 +203,13 @@ class PPOAgent(LMAgent):
         return (out[0] if single else out), state
 
     # -- rollouts --------------------------------------------------------------------------------------------------
-    def _vector_env(self) -> Any:
-        if self._venv is None:
-            self._venv = as_vector_env(self.env, self.config.num_envs)
-        return self._venv
-
     @torch.no_grad()
     def collect(self, venv: Any) -> dict[str, Any]:
         """One episode per row of ``venv``, generated with the KV cache while stepping the env.
 
         :returns: ``prompt_ids``/``prompt_mask`` (B, P), ``actions``/``mask``/``rewards`` (B, T) tensors on the
-            agent's device, ``scores`` and ``returns`` numpy (B,).
+            agent's device, ``scores`` and ``returns`` numpy (B,), and the loop's ``num_steps`` (tokens),
+            ``episode_returns``, ``episode_scores``, ``episode_lengths``.
         """
         cfg, rt = self.config, self.runtime
         mode = autoreset_mode(venv)
@@ -245,6 +251,7 @@ class PPOAgent(LMAgent):
                 if mode == "Disabled" and ended.any():
                     venv.reset(options={"reset_mask": ended})  # finished rows idle in fresh episodes
                 state = self.policy.extend(state, a, torch.as_tensor(alive, device=self.device))
+        lengths = mask.sum(-1)
         return {
             "prompt_ids": ids,
             "prompt_mask": pmask,
@@ -253,6 +260,10 @@ class PPOAgent(LMAgent):
             "rewards": rewards,
             "scores": scores,
             "returns": returns,
+            "num_steps": int(lengths.sum()),
+            "episode_returns": returns,
+            "episode_scores": scores,
+            "episode_lengths": lengths.cpu().numpy(),
         }
 
     # -- the update ------------------------------------------------------------------------------------------------
@@ -329,44 +340,12 @@ class PPOAgent(LMAgent):
         kl = float(kl_tokens.sum(-1).mean())
         self.kl_ctl.update(kl, n)
         self.num_updates += 1
-        out = {f"losses/{k}": float(np.mean(v)) for k, v in stats.items() if k != "clipfrac"}
-        out["charts/clipfrac"] = float(np.mean(stats["clipfrac"]))
+        out = {f"losses/{k}": float(np.mean(v)) for k, v in stats.items()}
+        out["losses/explained_variance"] = explained_variance(old_values, returns, mask)
         out["charts/kl"] = kl
         out["charts/kl_coef"] = beta
         out["charts/non_score_reward"] = float((-beta * kl_tokens).sum(-1).mean())
         return out
-
-    def learn(self, total_timesteps: int, callback: Callback | None = None) -> PPOAgent:
-        """Collect-and-update until ``total_timesteps`` more tokens have been generated and learned from.
-
-        :param callback: ``callback(agent, metrics)`` after every update; returning ``False`` stops.
-        """
-        if total_timesteps < 0:
-            raise ValueError(f"total_timesteps must be >= 0, got {total_timesteps}")
-        venv = self._vector_env()
-        end = self.num_timesteps + total_timesteps
-        last_saved = self.num_timesteps
-        bar = self._progress(total_timesteps)
-        t0, steps0 = time.perf_counter(), self.num_timesteps
-        while self.num_timesteps < end:
-            batch = self.collect(venv)
-            metrics = self.update(batch)
-            n_tokens = int(batch["mask"].sum())
-            self.num_timesteps += n_tokens
-            self.num_episodes += len(batch["scores"])
-            metrics["charts/score"] = float(np.mean(batch["scores"]))
-            metrics["charts/episodic_return"] = float(np.mean(batch["returns"]))
-            metrics["charts/episodic_length"] = float(batch["mask"].sum(-1).float().mean())
-            metrics["charts/SPS"] = (self.num_timesteps - steps0) / max(time.perf_counter() - t0, 1e-9)
-            self.logger.log(self.num_timesteps, **metrics)
-            if bar is not None:
-                bar.update(n_tokens)
-            last_saved = self._maybe_checkpoint(last_saved)
-            if callback is not None and callback(self, metrics) is False:
-                break
-        if bar is not None:
-            bar.close()
-        return self
 
     # -- checkpoints -----------------------------------------------------------------------------------------------
     def extra_state(self) -> dict[str, Any]:
@@ -379,24 +358,17 @@ class PPOAgent(LMAgent):
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Train PPO from the shipped reference model and compare it with the reference on the test prompts."""
-    import aligngym.envs  # noqa: F401  (registers the ids)
-    from aligngym.agents.base import evaluate
+    """Train PPO from the shipped reference model and compare it with the untrained model on the test prompts."""
+    from aligngym.agents.cli import agent_parser, train_and_compare
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--env", default="aligngym/Sentiment-Token-v0")
-    parser.add_argument("--steps", type=int, default=20_000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
+    parser = agent_parser(
+        __doc__.splitlines()[0], "aligngym/Sentiment-Token-v0", 20_000, "tokens to learn from"
+    )
     parser.add_argument("--num-envs", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--target-kl", type=float, default=2.0)
-    parser.add_argument("--log-dir", default=None)
-    parser.add_argument("--save", default=None)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--policy", default=None, help="local model directory, or 'tiny-random'")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    env = gym.make(args.env)
     cfg = PPOConfig(
         seed=args.seed,
         device=args.device,
@@ -404,27 +376,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         learning_rate=args.learning_rate,
         target_kl=args.target_kl,
         log_dir=args.log_dir,
+        policy=args.policy,
     )
-    test_env = gym.make(args.env, split="test")
-    agent = PPOAgent(env, cfg)
-    before = evaluate(agent, test_env, deterministic=False, seed=args.seed)
-    t0 = time.perf_counter()
-    agent.learn(args.steps)
-    train_s = time.perf_counter() - t0
-    after = evaluate(agent, test_env, deterministic=False, seed=args.seed)
-    if args.save:
-        agent.save(args.save)
-    print(
-        f"{args.env}: {agent.num_timesteps} tokens, {agent.num_updates} updates in {train_s:.0f} s on {agent.device}"
-    )
-    print(f"test score: reference {before['mean_score']:.3f} -> PPO {after['mean_score']:.3f}")
-    print(
-        f"last KL to reference {agent.logger.latest('charts/kl'):.2f} nats/episode, beta {agent.kl_ctl.value:.4f}"
-    )
-    for prompt, completion in after["completions"][:5]:
-        print(f"  {prompt!r} -> {completion!r}")
-    agent.logger.close()
-    return {"before": before, "after": after, "train_seconds": train_s}
+    return train_and_compare(PPOAgent, cfg, args, baseline="before")
 
 
 if __name__ == "__main__":

@@ -4,15 +4,13 @@ Each update resets the vector env (seeded from the agent's generator), lets ever
 ``episodes_per_env`` whole episodes with the current policy, and takes one gradient step on
 -(G_t - b) log pi(a_t | s_t) - ent_coef * H. The policy is :class:`~aligngym.agents.policies.GRUPolicy` or any module
 with ``forward(input_ids, attention_mask) -> logits (B, n_actions)``. Run
-``python -m aligngym.agents.reinforce --env aligngym/Target-Token-v0 --steps 20000``.
+``python -m aligngym.agents.reinforce --env aligngym/Target-Token-v0 --steps 20000``. The loop around ``collect``
+and ``update`` is :meth:`aligngym.agents.base.Agent.learn`.
 """
 
 from __future__ import annotations
 
-import argparse
-import copy
 import dataclasses
-import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -21,8 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from aligngym.agents.base import Agent, AgentConfig, Callback, CheckpointError, add_batch_dim
+from aligngym.agents.base import Agent, AgentConfig, CheckpointError, add_batch_dim
 from aligngym.agents.policies import GRUPolicy
+from aligngym.agents.vector_envs import AUTORESET_MODES, autoreset_mode, info_action_masks, info_value
 
 BASELINES = ("none", "moving_average", "value")
 CUSTOM_POLICY_PREFIX = "custom:"
@@ -111,16 +110,6 @@ class ReinforceConfig(AgentConfig):
             )
 
 
-def _autoreset_mode(venv: gym.vector.VectorEnv) -> str:
-    mode = venv.metadata.get("autoreset_mode", "NextStep")
-    return str(getattr(mode, "value", mode))
-
-
-def _returning(env: gym.Env) -> Callable[[], gym.Env]:
-    """An env factory for ``SyncVectorEnv`` that hands back an existing env."""
-    return lambda: env
-
-
 def _masked(logits: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
     if valid is None:
         return logits
@@ -175,7 +164,6 @@ class ReinforceAgent(Agent):
         self.support = np.zeros(self.n_actions, dtype=bool)  # actions valid in at least one training state
         self.baseline_value: float | None = None
         self.num_updates = 0
-        self._venv: gym.vector.VectorEnv | None = env if isinstance(env, gym.vector.VectorEnv) else None
 
     # -- policy ----------------------------------------------------------------------------------------------------
     def _build_policy(self, cfg: ReinforceConfig) -> nn.Module:
@@ -261,43 +249,23 @@ class ReinforceAgent(Agent):
         return (actions[0] if single else actions), state
 
     # -- rollouts --------------------------------------------------------------------------------------------------
-    def _vector_env(self) -> gym.vector.VectorEnv:
-        if self._venv is None:
-            env = self.env
-            copies = [env] + [copy.deepcopy(env) for _ in range(self.config.num_envs - 1)]
-            self._venv = gym.vector.SyncVectorEnv([_returning(e) for e in copies])
-        return self._venv
-
-    def _masks_from(self, venv: gym.vector.VectorEnv, info: dict[str, Any], n: int) -> np.ndarray:
-        valid = np.ones((n, self.n_actions), dtype=bool)
+    def _masks_from(self, venv: gym.vector.VectorEnv, info: dict[str, Any]) -> np.ndarray:
         if not self.config.use_action_masks:
-            return valid
-        if "action_mask" in info:
-            masks = np.asarray(info["action_mask"])
-            present = np.asarray(info.get("_action_mask", np.ones(n, dtype=bool)), dtype=bool)
-            for i in np.flatnonzero(present):
-                valid[i] = np.asarray(masks[i], dtype=bool).reshape(self.n_actions)
-        elif callable(masks_fn := getattr(venv, "action_masks", None)):
-            valid = np.asarray(masks_fn()).astype(bool).reshape(n, self.n_actions)
-        if not valid.any(axis=1).all():
-            raise ValueError("an env reported an action mask with no valid action")
-        return valid
+            return np.ones((venv.num_envs, self.n_actions), dtype=bool)
+        return info_action_masks(venv, info, self.n_actions)
 
-    @staticmethod
-    def _info_value(info: dict[str, Any], key: str, i: int) -> Any:
-        if key in info and bool(np.asarray(info.get(f"_{key}", np.ones(i + 1, bool)))[i]):
-            return info[key][i]
-        return None
+    def collect(self, venv: gym.vector.VectorEnv) -> dict[str, Any]:
+        """Play ``episodes_per_env`` whole episodes in every sub-env.
 
-    def _collect(self, venv: gym.vector.VectorEnv) -> dict[str, Any]:
-        """Play ``episodes_per_env`` whole episodes in every sub-env; returns the transitions and episode stats."""
+        :returns: the transitions (``ids``/``mask`` int64 (N, L), ``actions`` (N,), ``valid`` bool (N, k),
+            ``returns`` float64 (N,)) and the loop's ``num_steps``, ``episode_returns``, ``episode_scores``,
+            ``episode_lengths``.
+        """
         cfg = self.config
-        mode = _autoreset_mode(venv)
-        if mode not in ("NextStep", "SameStep", "Disabled"):
-            raise ValueError(f"unsupported autoreset mode {mode!r}; expected NextStep, SameStep or Disabled")
+        mode = autoreset_mode(venv, supported=AUTORESET_MODES)
         n = venv.num_envs
         obs, info = venv.reset(seed=int(self.rng.integers(2**31 - 1)))
-        valid = self._masks_from(venv, info, n)
+        valid = self._masks_from(venv, info)
         done_eps = np.zeros(n, dtype=np.int64)
         skip = np.zeros(n, dtype=bool)  # NEXT_STEP: this step resets the sub-env and ignores its action
         open_eps: list[list[tuple[np.ndarray, np.ndarray, int, np.ndarray, float]]] = [[] for _ in range(n)]
@@ -325,29 +293,30 @@ class ReinforceAgent(Agent):
                     steps.extend(t[:4] for t in episode)
                     returns.extend(gs)
                     ep_returns.append(float(sum(t[4] for t in episode)))
-                    final = info.get("final_info", info) if mode == "SameStep" else info
-                    score = self._info_value(final, "score", int(i))
+                    score = info_value(info, "score", int(i), mode)
                     ep_scores.append(float(score) if score is not None else ep_returns[-1])
                     ep_lengths.append(len(episode))
                     done_eps[i] += 1
             skip = ended & (mode == "NextStep")
             obs = next_obs
-            valid = self._masks_from(venv, info, n)
+            valid = self._masks_from(venv, info)
             if mode == "Disabled" and ended.any():
                 obs, reset_info = venv.reset(options={"reset_mask": ended})
-                valid[ended] = self._masks_from(venv, reset_info, n)[ended]
+                valid[ended] = self._masks_from(venv, reset_info)[ended]
         return {
             "ids": np.stack([s[0] for s in steps]),
             "mask": np.stack([s[1] for s in steps]),
             "actions": np.array([s[2] for s in steps], dtype=np.int64),
             "valid": np.stack([s[3] for s in steps]),
             "returns": np.asarray(returns, dtype=np.float64),
+            "num_steps": len(returns),
             "episode_returns": ep_returns,
             "episode_scores": ep_scores,
             "episode_lengths": ep_lengths,
         }
 
-    def _update(self, batch: dict[str, Any]) -> dict[str, float]:
+    def update(self, batch: dict[str, Any]) -> dict[str, float]:
+        """One policy-gradient step on -(G_t - b) log pi(a_t | s_t) - ent_coef * H (+ vf_coef * value loss)."""
         cfg = self.config
         returns = batch["returns"]
         use_value = cfg.baseline == "value"
@@ -401,43 +370,6 @@ class ReinforceAgent(Agent):
         out["losses/grad_norm"] = grad_norm
         out["losses/baseline"] = float(base_t.mean())
         return out
-
-    def learn(self, total_timesteps: int, callback: Callback | None = None) -> ReinforceAgent:
-        """Run updates until ``total_timesteps`` more transitions have been learned from (see the class docstring).
-
-        :param callback: ``callback(agent, metrics)`` after every update; returning ``False`` stops.
-        """
-        if total_timesteps < 0:
-            raise ValueError(f"total_timesteps must be >= 0, got {total_timesteps}")
-        venv = self._vector_env()
-        end = self.num_timesteps + total_timesteps
-        last_saved = self.num_timesteps
-        bar = self._progress(total_timesteps)
-        t0, steps0 = time.perf_counter(), self.num_timesteps
-        while self.num_timesteps < end:
-            batch = self._collect(venv)
-            metrics = self._update(batch)
-            n_steps = len(batch["returns"])
-            self.num_timesteps += n_steps
-            self.num_episodes += len(batch["episode_returns"])
-            metrics.update(
-                {
-                    "charts/episodic_return": float(np.mean(batch["episode_returns"])),
-                    "charts/score": float(np.mean(batch["episode_scores"])),
-                    "charts/episodic_length": float(np.mean(batch["episode_lengths"])),
-                    "charts/SPS": (self.num_timesteps - steps0) / max(time.perf_counter() - t0, 1e-9),
-                }
-            )
-            if self.num_updates % self.config.log_interval == 0:
-                self.logger.log(self.num_timesteps, **metrics)
-            if bar is not None:
-                bar.update(n_steps)
-            last_saved = self._maybe_checkpoint(last_saved)
-            if callback is not None and callback(self, metrics) is False:
-                break
-        if bar is not None:
-            bar.close()
-        return self
 
     # -- checkpoints -----------------------------------------------------------------------------------------------
     def save(self, path: Any) -> Any:
@@ -516,14 +448,9 @@ class ReinforceAgent(Agent):
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Train REINFORCE-GRU on an env id, evaluate it on the test split and compare with a random agent."""
-    import aligngym.envs  # noqa: F401  (registers the ids)
-    from aligngym.agents.base import RandomAgent, evaluate
+    from aligngym.agents.cli import agent_parser, train_and_compare
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--env", default="aligngym/Target-Token-v0")
-    parser.add_argument("--steps", type=int, default=20_000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
+    parser = agent_parser(__doc__.splitlines()[0], "aligngym/Target-Token-v0", 20_000)
     parser.add_argument("--num-envs", type=int, default=8)
     parser.add_argument("--baseline", choices=BASELINES, default="moving_average")
     parser.add_argument("--learning-rate", type=float, default=3e-3)
@@ -531,18 +458,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--action-vocab", nargs="*", default=None, help="restrict actions to these single tokens"
     )
-    parser.add_argument("--max-new-tokens", type=int, default=None)
     parser.add_argument("--eval-episodes", type=int, default=None, help="default: every test prompt once")
-    parser.add_argument("--log-dir", default=None)
-    parser.add_argument("--save", default=None, help="directory to save the trained agent to")
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    kwargs: dict[str, Any] = {}
-    if args.max_new_tokens is not None:
-        kwargs["max_new_tokens"] = args.max_new_tokens
-    if args.action_vocab:
-        kwargs["action_vocab"] = args.action_vocab
-    env = gym.make(args.env, **kwargs)
     cfg = ReinforceConfig(
         seed=args.seed,
         device=args.device,
@@ -552,30 +469,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ent_coef=args.ent_coef,
         log_dir=args.log_dir,
     )
-    t0 = time.perf_counter()
-    agent = ReinforceAgent(env, cfg).learn(args.steps)
-    train_s = time.perf_counter() - t0
-    if args.save:
-        agent.save(args.save)
-    test_env = gym.make(args.env, split="test", **kwargs)
-    trained = evaluate(agent, test_env, n_episodes=args.eval_episodes, deterministic=True)
-    prompts = test_env.unwrapped.runtime.rows  # type: ignore[attr-defined]
-    n_random = args.eval_episodes or 10 * len(prompts)  # the random agent is noisy: more episodes
-    random_agent = RandomAgent(test_env, AgentConfig(seed=args.seed))
-    baseline = evaluate(random_agent, test_env, n_episodes=n_random, deterministic=False)
-    print(
-        f"{args.env}: {agent.num_timesteps} steps, {agent.num_updates} updates in {train_s:.1f} s on {agent.device}"
-    )
-    print(
-        f"reinforce (GRU, {args.baseline}): mean return {trained['mean_return']:.3f} +- {trained['std_return']:.3f}, "
-        f"mean score {trained['mean_score']:.3f}"
-    )
-    print(
-        f"random:                   mean return {baseline['mean_return']:.3f} +- {baseline['std_return']:.3f}, "
-        f"mean score {baseline['mean_score']:.3f}"
-    )
-    agent.logger.close()
-    return {"trained": trained, "random": baseline, "train_seconds": train_s}
+    return train_and_compare(ReinforceAgent, cfg, args, eval_episodes=args.eval_episodes)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Supervised warm start: causal-LM cross-entropy on a text corpus or on (prompt, completion) pairs.
 
-:class:`SFTTrainer` trains any ``transformers`` causal LM (or a :class:`~aligngym.agents.lm.CausalLMPolicy`) on the
+:class:`SFTTrainer` trains any ``transformers`` causal LM (or a :class:`~aligngym.agents.policies.CausalLMPolicy`) on the
 env's tokenizer with AdamW/Adam/SGD and reports eval loss and perplexity; ``agents/pretrain_reference.py`` uses it
 to train the shipped reference model on ``envs/data/corpus.txt``.
 """
@@ -19,8 +19,10 @@ import torch
 from torch import nn
 
 from aligngym.agents.base import MetricLogger
-from aligngym.agents.lm import CausalLMPolicy, check_vocab, load_causal_lm, positions_from_mask
+from aligngym.agents.policies import CausalLMPolicy, check_vocab
+from aligngym.agents.sampling import positions_from_mask
 from aligngym.envs.device import resolve_device
+from aligngym.envs.reference import load_causal_lm
 from aligngym.envs.tokenization import TextTokenizer, load_tokenizer
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
@@ -97,7 +99,7 @@ class SFTTrainer:
     EOS after them, prompt tokens masked). :meth:`evaluate` gives the held-out mean loss per token and perplexity.
 
     :param model: a ``transformers`` causal LM, a :class:`CausalLMPolicy` (its LM is trained) or a spec for
-        :func:`~aligngym.agents.lm.load_causal_lm`.
+        :func:`~aligngym.envs.reference.load_causal_lm`.
     :param tokenizer: the env's tokenizer (default: the shipped one); the model must have ``len(tokenizer)`` ids.
     :raises ValueError: on a vocabulary mismatch, or when both/neither of ``corpus`` and ``pairs`` are given.
     """

@@ -7,7 +7,6 @@ index of the env's ``Discrete`` space (a restricted ``action_vocab`` keeps the t
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
 from typing import Any, ClassVar
@@ -427,24 +426,15 @@ class QLearningAgent(Agent):
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Train Q-learning on an env id, evaluate it on the test split and compare with a random agent."""
-    import aligngym.envs  # noqa: F401  (registers the ids)
-    from aligngym.agents.base import RandomAgent, evaluate
+    from aligngym.agents.cli import agent_parser, train_and_compare
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--env", default="aligngym/Target-Token-v0")
-    parser.add_argument("--steps", type=int, default=40_000)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = agent_parser(__doc__.splitlines()[0], "aligngym/Target-Token-v0", 40_000, torch_flags=False)
     parser.add_argument("--exploration", choices=EXPLORATION_MODES, default="epsilon_greedy")
     parser.add_argument("--learning-rate", type=float, default=1.0)
     parser.add_argument(
         "--initial-q", type=float, default=0.0, help="1.0 (optimistic) suits --exploration softmax"
     )
-    parser.add_argument("--max-new-tokens", type=int, default=None)
-    parser.add_argument("--log-dir", default=None)
-    parser.add_argument("--save", default=None, help="directory to save the trained agent to")
     args = parser.parse_args(argv)
-    kwargs = {} if args.max_new_tokens is None else {"max_new_tokens": args.max_new_tokens}
-    env = gym.make(args.env, **kwargs)
     cfg = QLearningConfig(
         seed=args.seed,
         exploration=args.exploration,
@@ -452,24 +442,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         initial_q=args.initial_q,
         log_dir=args.log_dir,
     )
-    t0 = time.perf_counter()
-    agent = QLearningAgent(env, cfg).learn(args.steps)
-    train_s = time.perf_counter() - t0
-    if args.save:
-        agent.save(args.save)
-    test_env = gym.make(args.env, split="test", **kwargs)
-    trained = evaluate(agent, test_env, deterministic=True)
-    prompts = test_env.unwrapped.runtime.rows  # type: ignore[attr-defined]
-    n_random = 10 * len(prompts)  # the random agent is noisy: more episodes
-    random_agent = RandomAgent(test_env, AgentConfig(seed=args.seed))
-    baseline = evaluate(random_agent, test_env, n_episodes=n_random, deterministic=False)
-    print(f"{args.env}: {args.steps} steps in {train_s:.1f} s, {agent.table.size} states")
-    print(
-        f"q_learning ({args.exploration}): mean return {trained['mean_return']:.3f} +- {trained['std_return']:.3f}"
-    )
-    print(f"random:     mean return {baseline['mean_return']:.3f} +- {baseline['std_return']:.3f}")
-    agent.logger.close()
-    return {"trained": trained, "random": baseline, "train_seconds": train_s}
+    return train_and_compare(QLearningAgent, cfg, args)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,17 @@
 """Hugging Face helpers shared by envs, scorers and agents: one place for how aligngym talks to ``transformers``.
 
-Nothing here downloads: every loader takes a local directory (``from_pretrained`` on a path) or an object.
+Nothing here downloads: every loader takes a local directory (``from_pretrained`` on a path) or an object. The KV
+cache is passed under the name the installed ``transformers`` expects (``cache`` from 5.x, ``past_key_values`` before).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -26,4 +31,50 @@ def quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-__all__ = ["quiet_transformers"]
+def load_local_pretrained(auto_class: Any, path: str | Path, what: str = "model", **kwargs: Any) -> Any:
+    """``auto_class.from_pretrained(path, local_files_only=True, trust_remote_code=False, **kwargs)``, quietly.
+
+    :param auto_class: a ``transformers`` class with ``from_pretrained`` (``AutoModelForCausalLM`` ...).
+    :param path: a local directory holding ``config.json`` (saved with ``save_pretrained``).
+    :param what: how error messages name the thing being loaded.
+    :param kwargs: passed on to ``from_pretrained`` (``dtype=`` ...).
+    :raises FileNotFoundError: when ``path`` is not a directory with a ``config.json``; aligngym never downloads.
+    """
+    root = Path(path)
+    if not (root / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{what} {str(path)!r} is not a local model directory ({root} has no config.json); aligngym never "
+            "downloads: pass a directory saved with save_pretrained"
+        )
+    with quiet_transformers():  # no weight-loading progress bar
+        return auto_class.from_pretrained(str(root), local_files_only=True, trust_remote_code=False, **kwargs)
+
+
+@functools.lru_cache(maxsize=64)
+def _cache_name_of(forward: Any) -> str:
+    try:
+        params = inspect.signature(forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def cache_kwarg(model: Any, cache: Any) -> dict[str, Any]:
+    """The KV cache as the keyword ``model.forward`` takes: ``{"cache": c}`` (transformers 5.x) or
+    ``{"past_key_values": c}`` (4.x), so no deprecation warning is raised on either.
+
+    :param model: a ``transformers`` model.
+    :param cache: the cache returned by the previous call (see :func:`output_cache`), or ``None``.
+    """
+    return {_cache_name_of(type(model).forward): cache}
+
+
+def output_cache(output: Any) -> Any:
+    """The KV cache of a model output (``output.cache`` on 5.x, ``output.past_key_values`` on 4.x), or ``None``."""
+    keys = output.keys() if hasattr(output, "keys") else ()
+    if "cache" in keys or hasattr(type(output), "cache"):
+        return getattr(output, "cache", None)
+    return getattr(output, "past_key_values", None)
+
+
+__all__ = ["cache_kwarg", "load_local_pretrained", "output_cache", "quiet_transformers"]

@@ -3,6 +3,8 @@
 :func:`load_reference_model` turns a spec (local directory, model object, ``"default"``) into a
 :class:`ReferenceModel` that shares the env's tokenizer; ``TokenEnv``/``SequenceEnv`` read ``info["ref_logprob"]`` from
 it and the ``fluency`` scorer scores completions with it. Path specs are loaded once per (path, device, vocabulary).
+This module is also the one home of :func:`load_causal_lm`, :func:`default_reference_dir` and
+:func:`model_vocab_size`, which the agents use too (agents depend on envs, never the reverse).
 """
 
 from __future__ import annotations
@@ -30,11 +32,43 @@ def default_reference_dir() -> Path:
 
 
 def model_vocab_size(model: Any) -> int:
-    """Number of rows of the model's output layer (``config.vocab_size``, else the output embedding size)."""
+    """Number of rows of the model's output layer (``config.vocab_size`` when it has no output embeddings)."""
     out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if out is not None and hasattr(out, "weight"):
         return int(out.weight.shape[0])
     return int(model.config.vocab_size)
+
+
+def load_causal_lm(spec: Any = "default") -> Any:
+    """A ``transformers`` causal LM from ``"default"``, a local directory, a ``PretrainedConfig`` or a model object.
+
+    Directories load with ``AutoModelForCausalLM.from_pretrained(dir, local_files_only=True)`` in float32, in eval
+    mode; nothing is downloaded and ``trust_remote_code`` is never set. Model objects are returned as they are (not
+    copied); a config gives an untrained model of that architecture.
+
+    :param spec: ``"default"`` (the shipped reference LM), a local directory, a ``PretrainedConfig`` or a model.
+    :raises FileNotFoundError: for a string that is not a local model directory (``"default"`` included, when the
+        shipped model is missing).
+    :raises TypeError: for anything else.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, PretrainedConfig
+
+    from aligngym.envs.hf import load_local_pretrained
+
+    if isinstance(spec, torch.nn.Module):
+        return spec
+    if isinstance(spec, PretrainedConfig):
+        return AutoModelForCausalLM.from_config(spec, trust_remote_code=False)
+    if isinstance(spec, str | Path):
+        path = default_reference_dir() if str(spec) == "default" else Path(spec)
+        what = "the shipped reference LM 'default'" if str(spec) == "default" else "causal LM"
+        model = load_local_pretrained(AutoModelForCausalLM, path, what=what, dtype=torch.float32)
+        return model.eval()
+    raise TypeError(
+        f"causal LM must be 'default', a local directory, a transformers PretrainedConfig or model; got "
+        f"{type(spec).__name__}"
+    )
 
 
 class ReferenceModel:
@@ -224,12 +258,9 @@ class ReferenceModel:
 def _load_dir(path: Path, device: str) -> Any:
     from transformers import AutoModelForCausalLM
 
-    from aligngym.envs.hf import quiet_transformers
+    from aligngym.envs.hf import load_local_pretrained
 
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"reference model directory {str(path)!r} has no config.json")
-    with quiet_transformers():
-        return AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
+    return load_local_pretrained(AutoModelForCausalLM, path, what="reference model directory")
 
 
 def load_reference_model(

@@ -10,11 +10,12 @@ import torch
 import aligngym.envs  # noqa: F401  (registers the ids)
 from aligngym.agents.base import evaluate
 from aligngym.agents.decoding import DecodingConfig, RewardGuidedDecoder
-from aligngym.agents.lm import env_runtime, tiny_causal_lm
+from aligngym.agents.policies import tiny_causal_lm
+from aligngym.envs.core import runtime_of
 
 
 def _tiny(env) -> torch.nn.Module:
-    rt = env_runtime(env)
+    rt = runtime_of(env)
     return tiny_causal_lm(rt.vocab_size, eos_token_id=rt.eos_id, seed=0)
 
 
@@ -23,7 +24,7 @@ def test_zero_weight_is_plain_sampling_exactly():
     decoder = RewardGuidedDecoder(env, DecodingConfig(policy=_tiny(env), weight=0.0, seed=3, device="cpu"))
     obs, _ = env.reset(seed=0)
     guided, _ = decoder.predict(obs)
-    rt = env_runtime(env)
+    rt = runtime_of(env)
     p = rt.max_prompt_tokens
     ids = torch.as_tensor(obs["input_ids"][:p])[None]
     mask = torch.as_tensor(obs["attention_mask"][:p])[None]
@@ -57,7 +58,7 @@ def test_bonus_changes_only_the_top_k_candidates():
     decoder = RewardGuidedDecoder(
         env, DecodingConfig(policy=_tiny(env), weight=3.0, candidates=5, device="cpu")
     )
-    rt = env_runtime(env)
+    rt = runtime_of(env)
     logits = torch.randn(2, rt.n_actions)
     good = rt.tokenizer.single_token_id(" great")
     logits[:, good] = 10.0  # sure to be a candidate

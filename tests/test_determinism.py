@@ -36,7 +36,7 @@ def _reinforce(seed: int):
 
 
 def _ppo(seed: int):
-    from aligngym.agents.lm import tiny_causal_lm
+    from aligngym.agents.policies import tiny_causal_lm
     from aligngym.agents.ppo import PPOAgent
 
     env = gym.make("aligngym/Sentiment-Token-v0", max_new_tokens=4)
@@ -47,7 +47,7 @@ def _ppo(seed: int):
 
 def _grpo(seed: int):
     from aligngym.agents.grpo import GRPOAgent
-    from aligngym.agents.lm import tiny_causal_lm
+    from aligngym.agents.policies import tiny_causal_lm
 
     env = gym.make("aligngym/Keywords-Sequence-v0", max_new_tokens=4)
     policy = tiny_causal_lm(env.unwrapped.runtime.vocab_size, seed=0)

@@ -12,13 +12,14 @@ import torch
 import aligngym.envs  # noqa: F401  (registers the ids)
 from aligngym.agents.base import evaluate
 from aligngym.agents.grpo import GRPOAgent, GRPOConfig, group_advantages
-from aligngym.agents.lm import CausalLMPolicy, env_runtime, tiny_causal_lm
+from aligngym.agents.policies import CausalLMPolicy, tiny_causal_lm
+from aligngym.envs.core import runtime_of
 
 ENV = "aligngym/Keywords-Sequence-v0"
 
 
 def _tiny(env) -> torch.nn.Module:
-    rt = env_runtime(env)
+    rt = runtime_of(env)
     return tiny_causal_lm(rt.vocab_size, eos_token_id=rt.eos_id, seed=0)
 
 
@@ -43,7 +44,7 @@ def test_smoke_run_logs_and_scores_groups():
     assert batch["actions"].shape == (8, 6) and batch["scores"].shape == (2, 4)
     agent.learn(16)
     assert agent.num_timesteps == 16 and agent.num_updates == 2
-    for key in ("charts/score", "charts/kl", "losses/policy_loss", "losses/approx_kl", "charts/clipfrac"):
+    for key in ("charts/score", "charts/kl", "losses/policy_loss", "losses/approx_kl", "losses/clipfrac"):
         assert np.isfinite(agent.logger.latest(key)), key
     obs, _ = env.reset(seed=0)
     action, _ = agent.predict(obs)

@@ -8,13 +8,9 @@ import pytest
 import torch
 
 import aligngym.envs  # noqa: F401  (registers the ids)
-from aligngym.agents.lm import (
-    CausalLMPolicy,
-    default_reference_dir,
-    load_causal_lm,
-    process_logits,
-    tiny_causal_lm,
-)
+from aligngym.agents.policies import CausalLMPolicy, tiny_causal_lm
+from aligngym.agents.sampling import process_logits
+from aligngym.envs.reference import default_reference_dir, load_causal_lm
 from aligngym.envs.tokenization import load_tokenizer
 
 V = 64

@@ -12,8 +12,9 @@ import torch
 
 import aligngym.envs  # noqa: F401  (registers the ids)
 from aligngym.agents.base import CheckpointError, evaluate
-from aligngym.agents.lm import env_runtime, tiny_causal_lm
+from aligngym.agents.policies import tiny_causal_lm
 from aligngym.agents.ppo import AdaptiveKLController, PPOAgent, PPOConfig, gae
+from aligngym.envs.core import runtime_of
 
 ENV = "aligngym/Sentiment-Token-v0"
 LOG_KEYS = (
@@ -22,13 +23,13 @@ LOG_KEYS = (
     "losses/policy_loss",
     "losses/value_loss",
     "losses/approx_kl",
-    "charts/clipfrac",
+    "losses/clipfrac",
     "charts/episodic_return",
 )
 
 
 def _tiny_agent(env, **kw) -> PPOAgent:
-    rt = env_runtime(env)
+    rt = runtime_of(env)
     model = tiny_causal_lm(rt.vocab_size, eos_token_id=rt.eos_id, seed=0)
     cfg = dict(policy=model, num_envs=4, minibatch_size=2, n_epochs=2, device="cpu", seed=0)
     cfg.update(kw)

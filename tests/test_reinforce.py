@@ -122,7 +122,7 @@ def assert_transitions_are_consistent(batch: dict, env: gym.Env) -> None:
 def test_vector_env_autoreset_modes_record_only_real_steps(mode: AutoresetMode) -> None:
     venv = SyncVectorEnv([lambda: gym.make(TARGET) for _ in range(3)], autoreset_mode=mode)
     agent = ReinforceAgent(venv, ReinforceConfig(seed=0, device="cpu", episodes_per_env=3))
-    batch = agent._collect(venv)
+    batch = agent.collect(venv)
     assert len(batch["episode_returns"]) == 9
     assert len(batch["returns"]) == sum(batch["episode_lengths"])
     assert_transitions_are_consistent(batch, gym.make(TARGET))
@@ -142,7 +142,7 @@ def test_single_env_is_wrapped_into_num_envs_copies() -> None:
 def test_action_masks_are_respected() -> None:
     env = gym.make(TARGET, min_new_tokens=2)  # EOS is invalid for the first two tokens
     agent = ReinforceAgent(env, ReinforceConfig(seed=0, device="cpu", num_envs=4, episodes_per_env=4))
-    batch = agent._collect(agent._vector_env())
+    batch = agent.collect(agent._vector_env())
     rt = env.unwrapped.runtime
     eos = int(np.flatnonzero(rt.action_ids == rt.eos_id)[0])
     counts = batch["mask"][:, rt.max_prompt_tokens :].sum(axis=1)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from aligngym.agents.lm import CausalLMPolicy, tiny_causal_lm
+from aligngym.agents.policies import CausalLMPolicy, tiny_causal_lm
 from aligngym.agents.sft import SFTConfig, SFTTrainer
 from aligngym.envs.tokenization import load_tokenizer
 
