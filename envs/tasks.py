@@ -1,23 +1,28 @@
-"""Shipped alignment tasks as data, and the table that registers every env id.
+"""Shipped alignment tasks as data, and the one table that registers every env id.
 
-A :class:`Task` is a prompt set + a scorer + generation limits. Each task is registered twice, as
-``aligngym/<Name>-Token-v0`` (one token per step) and ``aligngym/<Name>-Sequence-v0`` (one completion per step).
+A :class:`Task` is a prompt set + a scorer (+ a gold scorer) + generation limits. Each task is registered as
+``aligngym/<Name>-Token-v0`` (one token per step) and ``aligngym/<Name>-Sequence-v0`` (one completion per step),
+each with ``-Flat-v0`` and ``-Embedding-v0`` observation variants. Other modules add ids with :func:`register_env`.
 Registration stores only names and numbers, so ``gym.make`` stays cheap and kwargs deep-copy cheaply.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 
+from aligngym.envs.data import data_path
+from aligngym.envs.prompts import SPLITS, load_prompt_rows, normalize_prompt_rows, read_jsonl
+
 NAMESPACE = "aligngym"
-SPLITS = ("train", "test", "all")
+#: observation variants of every task id: suffix -> (entry point, description prefix)
+OBSERVATION_VARIANTS = {
+    "Flat": ("aligngym.envs.wrappers:make_flat_env", "flat Box observation"),
+    "Embedding": ("aligngym.envs.wrappers:make_embedding_env", "frozen-encoder embedding observation"),
+}
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,9 @@ class Task:
     :param action_vocab: default restricted action vocabulary (strings, each one token), or ``None`` for all ids.
     :param stop: stop strings that end a completion (cut from the completion text).
     :param test_is_train: the test split is the train split (tabular tasks, where generalisation is not the point).
+    :param extra: free-form task data for other modules.
+    :param gold: the default gold scorer spec (what ``gold=`` takes): a judge the agent never sees, reported at
+        episode end as ``info["gold_score"]`` and never part of the reward; ``None``: no gold.
     """
 
     name: str
@@ -46,6 +54,7 @@ class Task:
     stop: tuple[str, ...] = ()
     test_is_train: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
+    gold: Any = None
 
 
 TARGET_WORDS = (" red", " green", " blue", " yellow")
@@ -104,8 +113,68 @@ TASKS: dict[str, Task] = {
 }
 
 
+@dataclass(frozen=True)
+class EnvEntry:
+    """One row of the registration table (what :func:`list_envs` reads).
+
+    :param id: the Gymnasium id.
+    :param description: one line.
+    :param variant_of: for an observation variant (``-Flat`` / ``-Embedding``), the id it wraps.
+    """
+
+    id: str
+    description: str
+    variant_of: str | None = None
+
+
+#: every aligngym id registered through :func:`register_env`, in registration order
+ENVS: dict[str, EnvEntry] = {}
+
+
+def register_env(
+    id: str,
+    entry_point: str | Any,
+    vector_entry_point: str | Any | None = None,
+    kwargs: Mapping[str, Any] | None = None,
+    description: str = "",
+    *,
+    variant_of: str | None = None,
+) -> str:
+    """Register a Gymnasium id and record it (with its description) in the table :func:`list_envs` reads.
+
+    Modules that add envs (dialogue, procedural tasks, ...) call this at import and import from
+    ``aligngym/envs/__init__.py``. Idempotent: an id already in ``gym.registry`` is not registered again
+    (Gymnasium warns on re-registration), but its description is recorded.
+
+    :param id: ``"aligngym/<Name>-v0"``.
+    :param entry_point: ``"module:callable"`` (preferred: keeps import light) or a callable.
+    :param vector_entry_point: the native vector env, if any (``gym.make_vec`` uses it by default).
+    :param kwargs: default kwargs (names and numbers: they are deep-copied on every ``gym.make``).
+    :param description: one line for ``list_envs()``.
+    :param variant_of: set for observation variants of another id (listed only with ``list_envs(variants=True)``).
+    :returns: the id.
+    :raises ValueError: for an id outside the ``aligngym/`` namespace or an empty description.
+    """
+    if not isinstance(id, str) or not id.startswith(f"{NAMESPACE}/"):
+        raise ValueError(f"env id must start with {NAMESPACE + '/'!r}, got {id!r}")
+    if not isinstance(description, str) or not description.strip():
+        raise ValueError(f"register_env({id!r}) needs a one-line description for list_envs()")
+    if id not in gym.registry:
+        gym.register(
+            id=id, entry_point=entry_point, vector_entry_point=vector_entry_point, kwargs=dict(kwargs or {})
+        )
+    ENVS[id] = EnvEntry(id=id, description=description.strip(), variant_of=variant_of)
+    return id
+
+
 def register_task(task: Task, *, overwrite: bool = False) -> list[str]:
-    """Add a task to the table and register its two env ids; returns the ids."""
+    """Add a task to the table and register its ids (token, sequence and their observation variants).
+
+    :param task: the task.
+    :param overwrite: replace a different task of the same name.
+    :returns: the token and sequence ids.
+    :raises ValueError: when another task of that name exists and ``overwrite`` is False.
+    """
     if task.name in TASKS and not overwrite and TASKS[task.name] != task:
         raise ValueError(f"task {task.name!r} already exists; pass overwrite=True to replace it")
     TASKS[task.name] = task
@@ -123,118 +192,90 @@ def get_task(task: str | Task) -> Task:
 
 
 def env_ids(task: Task) -> tuple[str, str]:
+    """The token- and sequence-level ids of a task."""
     return f"{NAMESPACE}/{task.name}-Token-v0", f"{NAMESPACE}/{task.name}-Sequence-v0"
+
+
+def variant_id(base_id: str, kind: str) -> str:
+    """``aligngym/Sentiment-Token-v0`` + ``"Flat"`` -> ``aligngym/Sentiment-Token-Flat-v0``."""
+    return base_id.removesuffix("-v0") + f"-{kind}-v0"
+
+
+def register_observation_variants(base_ids: Any = None) -> list[str]:
+    """Register the ``-Flat-v0`` and ``-Embedding-v0`` ids of base ids (default: every task's); idempotent.
+
+    :param base_ids: ids to add variants for.
+    :returns: the variant ids that were not registered before.
+    """
+    if base_ids is None:
+        base_ids = [i for t in TASKS.values() for i in env_ids(t)]
+    added = []
+    for base in base_ids:
+        desc = ENVS[base].description if base in ENVS else base
+        for kind, (entry, what) in OBSERVATION_VARIANTS.items():
+            new_id = variant_id(base, kind)
+            if new_id not in gym.registry:
+                added.append(new_id)
+            register_env(
+                new_id, entry, kwargs={"base_id": base}, description=f"[{what}] {desc}", variant_of=base
+            )
+    return added
 
 
 def _register(task: Task) -> list[str]:
     token_id, seq_id = env_ids(task)
     for env_id, kind in ((token_id, "Token"), (seq_id, "Sequence")):
-        if env_id in gym.registry:
-            continue  # idempotent on re-import; gymnasium warns on re-registration
-        gym.register(
-            id=env_id,
-            entry_point=f"aligngym.envs.core:{kind}Env",
+        register_env(
+            env_id,
+            f"aligngym.envs.core:{kind}Env",
             vector_entry_point=f"aligngym.envs.vector:{kind}VectorEnv",
             kwargs={"task": task.name},
+            description=f"[{kind.lower()}] {task.description}",
         )
+    register_observation_variants([token_id, seq_id])
     return [token_id, seq_id]
 
 
 def register_all() -> None:
+    """Register every task of :data:`TASKS` (idempotent)."""
     for task in TASKS.values():
         _register(task)
 
 
-def list_envs() -> dict[str, str]:
-    """Every registered aligngym env id with a one-line description."""
-    out: dict[str, str] = {}
-    for task in TASKS.values():
-        token_id, seq_id = env_ids(task)
-        out[token_id] = f"[token] {task.description}"
-        out[seq_id] = f"[sequence] {task.description}"
-    return out
+def list_envs(variants: bool = False) -> dict[str, str]:
+    """Every registered aligngym env id with a one-line description (ids other modules added with
+    :func:`register_env` included).
 
-
-# -- prompt sets ----------------------------------------------------------------------------------------------------
-def data_path(filename: str) -> Path:
-    """Path of a file shipped in ``aligngym.envs.data``."""
-    return Path(str(resources.files("aligngym.envs.data").joinpath(filename)))
-
-
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a JSONL file; a bad line raises with its line number."""
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{lineno}: not valid JSON: {err}") from err
-            if not isinstance(row, dict):
-                raise ValueError(
-                    f"{path}:{lineno}: each line must be a JSON object, got {type(row).__name__}"
-                )
-            rows.append(row)
-    return rows
-
-
-def normalize_prompt_rows(prompts: Sequence[Any], source: str = "prompts") -> list[dict[str, Any]]:
-    """Accept strings or dicts with a ``prompt`` key (plus context columns); return dict rows.
-
-    :raises ValueError: for an empty prompt set or a row without ``prompt``; :raises TypeError: for a non-string prompt.
+    :param variants: also list the observation variants (``-Flat-v0`` Box of token ids, ``-Embedding-v0`` encoder
+        vector) of every id. They are left out by default because code that loops over the ids expects the
+        ``Dict(input_ids, attention_mask)`` observation.
     """
-    if isinstance(prompts, str):
-        raise TypeError(f"{source} must be a list of prompts, not one string")
-    rows: list[dict[str, Any]] = []
-    for i, p in enumerate(prompts):
-        if isinstance(p, str):
-            rows.append({"prompt": p})
-        elif isinstance(p, Mapping):
-            if "prompt" not in p:
-                raise ValueError(f"{source}[{i}] has no 'prompt' field: {dict(p)!r}")
-            if not isinstance(p["prompt"], str):
-                raise TypeError(f"{source}[{i}]['prompt'] must be str, got {type(p['prompt']).__name__}")
-            rows.append(dict(p))
-        else:
-            raise TypeError(f"{source}[{i}] must be a str or a dict with 'prompt', got {type(p).__name__}")
-    if not rows:
-        raise ValueError(f"{source} is empty: an env needs at least one prompt")
-    return rows
-
-
-def load_prompt_rows(
-    task: Task,
-    prompts: Sequence[Any] | None = None,
-    prompt_file: str | Path | None = None,
-    split: str = "train",
-) -> list[dict[str, Any]]:
-    """The prompt rows an env will draw from: user ``prompts``, a user ``prompt_file``, or the task's shipped set."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    if prompts is not None and prompt_file is not None:
-        raise ValueError("pass prompts= or prompt_file=, not both")
-    if prompts is not None:
-        return normalize_prompt_rows(prompts)
-    if prompt_file is not None:
-        source = str(prompt_file)
-        rows = read_jsonl(prompt_file)
-    elif task.prompt_file is not None:
-        source = task.prompt_file
-        rows = read_jsonl(data_path(task.prompt_file))
-    else:
-        raise ValueError(
-            f"task {task.name!r} has no shipped prompts: pass prompts=[...] or prompt_file='prompts.jsonl'"
-        )
-    if split != "all" and any("split" in r for r in rows):
-        wanted = "train" if (task.test_is_train and split == "test") else split
-        rows = [r for r in rows if r.get("split", wanted) == wanted]
-    if not rows:
-        raise ValueError(f"prompt set {source!r} has no rows for split {split!r}")
-    return normalize_prompt_rows(rows, source=source)
+    return {e.id: e.description for e in ENVS.values() if variants or e.variant_of is None}
 
 
 def with_overrides(task: Task, **kwargs: Any) -> Task:
     """A copy of ``task`` with some fields replaced (``None`` values keep the task's own)."""
     return replace(task, **{k: v for k, v in kwargs.items() if v is not None})
+
+
+__all__ = [
+    "ENVS",
+    "NAMESPACE",
+    "SPLITS",
+    "TASKS",
+    "EnvEntry",
+    "Task",
+    "data_path",
+    "env_ids",
+    "get_task",
+    "list_envs",
+    "load_prompt_rows",
+    "normalize_prompt_rows",
+    "read_jsonl",
+    "register_all",
+    "register_env",
+    "register_observation_variants",
+    "register_task",
+    "variant_id",
+    "with_overrides",
+]

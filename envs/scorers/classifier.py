@@ -1,7 +1,8 @@
 """Learned-classifier scorer: the probability a local ``AutoModelForSequenceClassification`` gives one label.
 
 This is the research's "BERT classifier as reward" (e.g. P(positive) or P(non-toxic)). The loading and batched
-logits helpers here are shared with the reward-model scorer; models are cached per (directory, device).
+logits helpers and :func:`format_text` here are shared with the reward-model scorer, which imports this module
+(never the other way round); models are cached per (directory, device).
 """
 
 from __future__ import annotations
@@ -18,6 +19,22 @@ from aligngym.envs.scorers.base import BaseScorer
 #: (resolved directory, device) -> (model, tokenizer)
 _CLASSIFIERS: dict[tuple[str, str], tuple[Any, Any]] = {}
 _LOCK = threading.Lock()
+
+
+def format_text(prompt: str, completion: str) -> str:
+    """The one text a reward model reads: ``prompt + completion``.
+
+    The two are joined by a single space unless the seam already has whitespace (``"Q: ...\\nA:"`` + ``"Wrap it"``
+    -> ``"Q: ...\\nA: Wrap it"``; an env completion decoded as ``" Wrap it"`` gives the same text). Training and
+    scoring both use this function.
+    """
+    if not prompt:
+        return completion
+    if not completion:
+        return prompt
+    if prompt[-1].isspace() or completion[0].isspace():
+        return prompt + completion
+    return prompt + " " + completion
 
 
 def load_sequence_classifier(model_dir: str | Path, device: str) -> tuple[Any, Any]:
@@ -195,8 +212,6 @@ class ClassifierScorer(BaseScorer):
 
     def score(self, prompts: Sequence[str], completions: Sequence[str], **context: Any) -> np.ndarray:
         import torch
-
-        from aligngym.envs.scorers.reward_model import format_text
 
         model, tokenizer = self._load()
         texts = (

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from aligngym.envs.scorers.base import BaseScorer
+from aligngym.envs.scorers.classifier import classifier_logits, format_text, load_sequence_classifier
 
 REWARD_CONFIG_FILE = "reward_model.json"
 HEAD_WEIGHTS_FILE = "head.safetensors"
@@ -28,22 +29,6 @@ HEAD_FEATURES = ("joint", "completion", "prompt_x_completion", "cosine")
 SHIPPED_REWARD_MODEL = "reward_model"
 _MODELS: dict[tuple[str, str], RewardModel] = {}
 _LOCK = threading.Lock()
-
-
-def format_text(prompt: str, completion: str) -> str:
-    """The one text a reward model reads: ``prompt + completion``.
-
-    The two are joined by a single space unless the seam already has whitespace (``"Q: ...\\nA:"`` + ``"Wrap it"``
-    -> ``"Q: ...\\nA: Wrap it"``; an env completion decoded as ``" Wrap it"`` gives the same text). Training and
-    scoring both use this function.
-    """
-    if not prompt:
-        return completion
-    if not completion:
-        return prompt
-    if prompt[-1].isspace() or completion[0].isspace():
-        return prompt + completion
-    return prompt + " " + completion
 
 
 def head_input_dim(dim: int, features: Sequence[str]) -> int:
@@ -134,8 +119,6 @@ class ClassifierRewardModel(RewardModel):
         self.max_length = int(meta.get("max_length", 256))
 
     def reward(self, prompts: Sequence[str], completions: Sequence[str]) -> np.ndarray:
-        from aligngym.envs.scorers.classifier import classifier_logits
-
         texts = [format_text(p, c) for p, c in zip(prompts, completions)]
         logits = classifier_logits(
             self.model, self.tokenizer, texts, self.device, self.batch_size, self.max_length
@@ -226,8 +209,6 @@ def load_reward_model(model_dir: str | Path, device: str = "auto", batch_size: i
             p.requires_grad_(False)
         rm: RewardModel = EmbeddingHeadRewardModel(head, meta, dev, batch_size)
     else:
-        from aligngym.envs.scorers.classifier import load_sequence_classifier
-
         model, tokenizer = load_sequence_classifier(path, dev)
         rm = ClassifierRewardModel(model, tokenizer, meta, dev, batch_size)
     with _LOCK:
@@ -236,7 +217,7 @@ def load_reward_model(model_dir: str | Path, device: str = "auto", batch_size: i
 
 def shipped_reward_model_dir() -> Path:
     """``aligngym/envs/data/reward_model``: the reward model trained on the shipped preference pairs."""
-    from aligngym.envs.tasks import data_path
+    from aligngym.envs.data import data_path
 
     return data_path(SHIPPED_REWARD_MODEL)
 
