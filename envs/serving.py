@@ -1,562 +1,67 @@
 """An aligngym task served as an OpenEnv environment (``reset`` / ``step`` / ``state`` over HTTP and WebSocket).
 
-:class:`AlignGymEnvironment` puts OpenEnv's typed protocol over a registered aligngym env: observation = the prompt
-(text and token ids), action = a completion (text or token actions), reward = the task scorer. ``create_server_app``
-builds the FastAPI app, ``main`` (``aligngym serve`` / ``python -m aligngym.envs.serving``) runs it with uvicorn.
+The public names live here: the environment, wire models and client (:mod:`aligngym.envs.serving_env`), the app
+with its limits and metrics (:mod:`aligngym.envs.serving_app`), and ``main`` / ``serve`` for ``aligngym serve`` and
+``python -m aligngym.envs.serving`` with one or several worker processes (:mod:`aligngym.envs.serving_workers`).
 Optional extra ``serve``: ``import aligngym.envs`` never imports this module or openenv-core.
 """
 
 from __future__ import annotations
 
-import argparse
-import functools
-import ipaddress
-import json
-import threading
-import time
-import uuid
-from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Literal
-
-import gymnasium as gym
-import numpy as np
-
-try:
-    from fastapi import FastAPI, Request, WebSocketDisconnect
-    from fastapi.responses import JSONResponse
-    from openenv.core.client_types import StepResult
-    from openenv.core.env_client import EnvClient
-    from openenv.core.env_server.http_server import create_app
-    from openenv.core.env_server.interfaces import Environment
-    from openenv.core.env_server.types import Action, EnvironmentMetadata, Observation, State
-    from pydantic import Field, StrictInt, StrictStr, model_validator
-    from pydantic_core import PydanticCustomError
-except ImportError as _err:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "aligngym.envs.serving needs the optional 'serve' extra (openenv-core, uvicorn): "
-        "pip install 'aligngym[serve]'"
-    ) from _err
-
-import aligngym.envs  # registers the ids
-from aligngym.envs.core import AlignmentEnv, TokenEnv
-from aligngym.envs.scorers import ScorerError
-
-#: longest completion text / action list one request may carry (a server guard, far above any task budget)
-MAX_COMPLETION_CHARS = 100_000
-MAX_ACTIONS = 4096
-
-_Index = Annotated[StrictInt, Field(ge=0)]
-
-
-class ActionError(ValueError):
-    """A request the env cannot carry out (bad prompt index, action out of range, episode over): HTTP 422."""
-
-
-# -- wire models ----------------------------------------------------------------------------------------------------
-class CompletionAction(Action):
-    """One step: a completion as text (``completion``) or as action indices (``actions``), exactly one of them.
-
-    ``actions`` are indices into the env's action space (token ids, or positions in ``action_vocab``).
-    ``prompt_index`` / ``prompt`` / ``seed`` start a fresh episode first, which makes a plain HTTP ``/step``
-    self-contained (every HTTP request gets a fresh env).
-    """
-
-    completion: StrictStr | None = Field(default=None, max_length=MAX_COMPLETION_CHARS)
-    actions: list[StrictInt] | None = Field(default=None, max_length=MAX_ACTIONS)
-    prompt_index: _Index | None = None
-    prompt: StrictStr | None = Field(default=None, max_length=MAX_COMPLETION_CHARS)
-    seed: _Index | None = None
-
-    @model_validator(mode="after")
-    def _one_completion(self) -> CompletionAction:
-        # PydanticCustomError, not ValueError: openenv-core puts ``errors()`` into its JSON error response, and the
-        # ValueError that pydantic keeps in an error's context cannot be serialized (it would turn a 422 into a 500)
-        if (self.completion is None) == (self.actions is None):
-            raise PydanticCustomError(
-                "completion_or_actions",
-                "give exactly one of 'completion' (text) or 'actions' (action indices)",
-            )
-        if self.prompt_index is not None and self.prompt is not None:
-            raise PydanticCustomError("prompt_or_index", "give 'prompt_index' or 'prompt', not both")
-        return self
-
-
-class PromptObservation(Observation):
-    """What the client sees: the prompt, the completion so far and, when ``done``, its score and components.
-
-    ``reward`` and ``done`` are OpenEnv's own fields; ``metadata`` is not sent by openenv-core, so everything a client
-    needs is a declared field here.
-    """
-
-    env_id: str = ""
-    granularity: Literal["token", "sequence"] = "sequence"
-    episode_id: str = ""
-    prompt: str = ""
-    prompt_index: int = -1
-    prompt_ids: list[int] = Field(default_factory=list)
-    completion: str = ""
-    completion_ids: list[int] = Field(default_factory=list)
-    score: float | None = None
-    reward_components: dict[str, float] = Field(default_factory=dict)
-    ref_logprob: float | None = None
-    finish_reason: str | None = None
-    num_actions: int = 0
-    max_new_tokens: int = 0
-    unused_actions: int = 0
-
-
-class EpisodeState(State):
-    """``state`` of a session: the episode so far (``episode_id`` and ``step_count`` come from OpenEnv's State)."""
-
-    env_id: str = ""
-    prompt: str = ""
-    prompt_index: int = -1
-    completion: str = ""
-    done: bool = False
-    score: float | None = None
-
-
-# -- the environment ------------------------------------------------------------------------------------------------
-class EnvTemplate:
-    """One gym env built once per server; every session gets a cheap clone that shares its runtime.
-
-    Plain HTTP ``/reset`` and ``/step`` build a fresh env per request on the event loop, so building a tokenizer and
-    re-encoding the prompt set each time (~20 ms) is not an option. A clone shares the read-only
-    :class:`~aligngym.envs.core.TaskRuntime` (tokenizer, prompt ids, scorer, reference model) and has its own
-    episode state and its own random generator.
-
-    :param env_id: a registered id, e.g. ``"aligngym/Sentiment-Sequence-v0"``.
-    :param env_kwargs: options for ``gym.make`` (``max_new_tokens``, ``prompts``, ``scorer`` ...).
-    """
-
-    def __init__(self, env_id: str, env_kwargs: Mapping[str, Any] | None = None) -> None:
-        self.env_id = env_id
-        self.env_kwargs = dict(env_kwargs or {})
-        base = gym.make(env_id, **self.env_kwargs).unwrapped
-        if not isinstance(base, AlignmentEnv):
-            raise TypeError(
-                f"{env_id!r} is not an aligngym env (got {type(base).__name__}); serve an aligngym/... id"
-            )
-        _ = base.runtime.scorer  # build the scorer now, once, before sessions share it
-        self.base = base
-        self.granularity: Literal["token", "sequence"] = "token" if isinstance(base, TokenEnv) else "sequence"
-        spec = gym.spec(env_id)
-        task = base.runtime.task
-        self.description = f"{spec.id}: {task.description}"
-
-    def new_env(self) -> AlignmentEnv:
-        env = object.__new__(type(self.base))
-        env.__dict__.update(self.base.__dict__)
-        env._np_random = None  # its own generator (seeded at reset)
-        env._np_random_seed = None
-        return env
-
-
-class AlignGymEnvironment(Environment[CompletionAction, PromptObservation, EpisodeState]):
-    """OpenEnv environment over one aligngym env.
-
-    * ``reset(seed=None, episode_id=None, prompt_index=None, prompt=None)``: a new episode; the observation holds the
-      prompt text and its token ids.
-    * ``step(CompletionAction)``. Sequence ids: ``completion`` text is scored as given (cut at the task's stop
-      strings, any tokenizer may have produced it), ``actions`` go through ``SequenceEnv.step`` exactly (padded with
-      the EOS action when shorter than ``max_new_tokens``); ``done`` after one step. Token ids: ``actions`` (or the
-      ``completion`` encoded with the env's tokenizer) are stepped one token at a time as a chunk; ``reward`` is the
-      chunk's summed reward, ``done`` when the completion ends; actions past the end are counted in
-      ``unused_actions``.
-    * ``state``: :class:`EpisodeState`.
-    """
-
-    SUPPORTS_CONCURRENT_SESSIONS = True
-
-    def __init__(self, template: EnvTemplate) -> None:
-        super().__init__()
-        self._template = template
-        self._env = template.new_env()
-        self._started = False
-        self._done = False
-        self._episode_id = ""
-        self._steps = 0
-        self._completion = ""
-        self._completion_ids: list[int] = []
-        self._score: float | None = None
-        self._prompt_ids: list[int] = []
-
-    # -- protocol ----------------------------------------------------------------------------------------------------
-    def reset(
-        self,
-        seed: int | None = None,
-        episode_id: str | None = None,
-        prompt_index: int | None = None,
-        prompt: Any = None,
-        **kwargs: Any,
-    ) -> PromptObservation:
-        if kwargs:
-            raise ActionError(
-                f"unknown reset option(s) {sorted(kwargs)}; expected seed, episode_id, prompt_index or prompt"
-            )
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise ActionError(f"seed must be a non-negative integer, got {seed!r}")
-        if episode_id is not None and not isinstance(episode_id, str):
-            raise ActionError(f"episode_id must be a string, got {type(episode_id).__name__}")
-        options: dict[str, Any] = {}
-        if prompt_index is not None:
-            options["prompt_index"] = prompt_index
-        if prompt is not None:
-            options["prompt"] = prompt
-        obs, _ = self._call_env(self._env.reset, seed=seed, options=options or None)
-        rt = self._env.runtime
-        head = slice(0, rt.max_prompt_tokens)
-        self._prompt_ids = [int(t) for t in obs["input_ids"][head][obs["attention_mask"][head] == 1]]
-        self._started, self._done, self._steps = True, False, 0
-        self._episode_id = episode_id or uuid.uuid4().hex
-        self._completion, self._completion_ids, self._score = "", [], None
-        return self._observation(reward=None)
-
-    def step(
-        self, action: CompletionAction, timeout_s: float | None = None, **kwargs: Any
-    ) -> PromptObservation:
-        if not isinstance(action, CompletionAction):
-            raise ActionError(f"expected a CompletionAction, got {type(action).__name__}")
-        if action.prompt_index is not None or action.prompt is not None or action.seed is not None:
-            self.reset(seed=action.seed, prompt_index=action.prompt_index, prompt=action.prompt)
-        elif not self._started:
-            self.reset()  # a stateless request (plain HTTP /step): an episode on a prompt drawn at random
-        elif self._done:
-            raise ActionError(
-                "the episode has ended (done=true); reset, or put prompt_index / seed in the action to start a new one"
-            )
-        self._steps += 1
-        if self._template.granularity == "token":
-            return self._step_tokens(action)
-        return self._step_sequence(action)
-
-    @property
-    def state(self) -> EpisodeState:
-        row = self._env._row if self._started else None
-        return EpisodeState(
-            episode_id=self._episode_id or None,
-            step_count=self._steps,
-            env_id=self._template.env_id,
-            prompt=row["prompt"] if row else "",
-            prompt_index=int(getattr(self._env, "_prompt_index", -1)) if row else -1,
-            completion=self._completion,
-            done=self._done,
-            score=self._score,
-        )
-
-    def get_metadata(self) -> EnvironmentMetadata:
-        return EnvironmentMetadata(
-            name=self._template.env_id,
-            description=self._template.description,
-            version="v0",
-            author="aligngym",
-        )
-
-    def close(self) -> None:
-        self._env.close()
-
-    # -- steps -------------------------------------------------------------------------------------------------------
-    def _call_env(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        """Call the gym env; its input errors become :class:`ActionError` (HTTP 422), scorer faults stay as they are."""
-        try:
-            out = fn(*args, **kwargs)
-        except ScorerError:
-            raise
-        except (ValueError, TypeError) as err:
-            raise ActionError(str(err)) from err
-        return out
-
-    def _text_actions(self, text: str) -> list[int]:
-        """Action indices of ``text`` under the env's tokenizer (token envs)."""
-        rt = self._env.runtime
-        ids = rt.tokenizer.encode(text)
-        if not ids:
-            raise ActionError("the completion encodes to no tokens; send at least one token")
-        if rt.action_ids is None:
-            return ids
-        index = {int(t): i for i, t in enumerate(rt.action_ids)}
-        missing = sorted({t for t in ids if t not in index})
-        if missing:
-            shown = [rt.tokenizer.id_to_token(t) for t in missing[:8]]
-            raise ActionError(
-                f"the completion has tokens outside this env's action_vocab: {shown} (ids {missing[:8]}); "
-                f"allowed: {[rt.tokenizer.id_to_token(int(t)) for t in rt.action_ids[:32]]}"
-            )
-        return [index[t] for t in ids]
-
-    def _eos_action(self) -> int | None:
-        """Index of the EOS token in the action space, or None when it has none."""
-        rt = self._env.runtime
-        if rt.eos_id is None:
-            return None
-        if rt.action_ids is None:
-            return int(rt.eos_id)
-        hits = np.flatnonzero(rt.action_ids == rt.eos_id)
-        return int(hits[0]) if hits.size else None
-
-    def _step_tokens(self, action: CompletionAction) -> PromptObservation:
-        actions = (
-            action.actions if action.actions is not None else self._text_actions(action.completion or "")
-        )
-        if not actions:
-            raise ActionError("'actions' is empty; a token-level step needs at least one action")
-        total, info, used = 0.0, {}, 0
-        for a in actions:
-            _, r, terminated, _, info = self._call_env(self._env.step, a)
-            total += float(r)
-            used += 1
-            if terminated:
-                self._done = True
-                break
-        self._completion_ids = [int(t) for t in self._env._generated]
-        if self._done:
-            return self._finished(info, reward=total, unused=len(actions) - used)
-        self._completion = self._env.runtime.tokenizer.decode(self._completion_ids)
-        return self._observation(reward=total, ref_logprob=info.get("ref_logprob"))
-
-    def _step_sequence(self, action: CompletionAction) -> PromptObservation:
-        rt = self._env.runtime
-        if action.actions is not None:
-            acts = list(action.actions)
-            if len(acts) > rt.max_new_tokens:
-                raise ActionError(
-                    f"'actions' has {len(acts)} entries; this env takes at most {rt.max_new_tokens}"
-                )
-            if len(acts) < rt.max_new_tokens:
-                eos = self._eos_action()
-                if eos is None:
-                    raise ActionError(
-                        f"'actions' has {len(acts)} entries but this env has no EOS action to pad with; send "
-                        f"exactly max_new_tokens={rt.max_new_tokens}"
-                    )
-                acts += [eos] * (rt.max_new_tokens - len(acts))
-            _, r, _, _, info = self._call_env(self._env.step, np.asarray(acts, dtype=np.int64))
-            self._done = True
-            self._completion_ids = [int(t) for t in info["completion_ids"]]
-            return self._finished(info, reward=float(r), unused=0)
-        # text level: score the text as given (the task's stop strings still cut it)
-        row = self._env._row
-        assert row is not None
-        text, finish = action.completion or "", "text"
-        for s in rt.stop:
-            k = text.find(s)
-            if k >= 0:
-                text, finish = text[:k], "stop"
-                break
-        total, comps = rt.score([row], [text])
-        self._done = True
-        self._completion_ids = rt.tokenizer.encode(text)
-        info = {
-            "completion": text,
-            "score": float(total[0]),
-            "reward_components": {k: float(v[0]) for k, v in comps.items()},
-            "finish_reason": finish,
-        }
-        return self._finished(info, reward=float(total[0]), unused=0)
-
-    def _finished(self, info: Mapping[str, Any], *, reward: float, unused: int) -> PromptObservation:
-        self._completion = str(info["completion"])
-        self._score = float(info["score"])
-        return self._observation(
-            reward=reward,
-            score=self._score,
-            components=dict(info["reward_components"]),
-            finish_reason=str(info["finish_reason"]),
-            ref_logprob=info.get("ref_logprob"),
-            unused=unused,
-        )
-
-    def _observation(
-        self,
-        *,
-        reward: float | None,
-        score: float | None = None,
-        components: dict[str, float] | None = None,
-        finish_reason: str | None = None,
-        ref_logprob: float | None = None,
-        unused: int = 0,
-    ) -> PromptObservation:
-        env, rt = self._env, self._env.runtime
-        row = env._row or {"prompt": ""}
-        return PromptObservation(
-            done=self._done,
-            reward=reward,
-            env_id=self._template.env_id,
-            granularity=self._template.granularity,
-            episode_id=self._episode_id,
-            prompt=row["prompt"],
-            prompt_index=int(env._prompt_index),
-            prompt_ids=self._prompt_ids,
-            completion=self._completion,
-            completion_ids=self._completion_ids,
-            score=score,
-            reward_components=components or {},
-            ref_logprob=None if ref_logprob is None else float(ref_logprob),
-            finish_reason=finish_reason,
-            num_actions=rt.n_actions,
-            max_new_tokens=rt.max_new_tokens,
-            unused_actions=unused,
-        )
-
-
-# -- the app, a background server, a client -------------------------------------------------------------------------
-class _QuietClientClose:
-    """ASGI middleware: a WebSocket whose client already closed is not a server error.
-
-    openenv-core 0.3 calls ``websocket.close()`` after the client's own close and catches only ``RuntimeError``;
-    uvicorn's default WebSocket protocol raises ``WebSocketDisconnect`` there, which would log a traceback per session.
-    """
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "websocket":
-            await self.app(scope, receive, send)
-            return
-        try:
-            await self.app(scope, receive, send)
-        except WebSocketDisconnect:
-            pass
-
-
-def create_server_app(
-    env_id: str, *, env_kwargs: Mapping[str, Any] | None = None, max_concurrent_envs: int = 64
-) -> FastAPI:
-    """FastAPI app serving ``env_id`` with OpenEnv's routes (``/reset``, ``/step``, ``/state``, ``/schema``,
-    ``/health``, ``/metadata``, ``/ws``).
-
-    :param env_id: registered aligngym id.
-    :param env_kwargs: ``gym.make`` options for every session.
-    :param max_concurrent_envs: WebSocket sessions open at once (each has its own env and seed).
-    """
-    template = EnvTemplate(env_id, env_kwargs)
-    app = create_app(
-        functools.partial(AlignGymEnvironment, template),
-        CompletionAction,
-        PromptObservation,
-        env_name=env_id,
-        max_concurrent_envs=max_concurrent_envs,
-    )
-
-    async def _action_error(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse(status_code=422, content={"detail": str(exc)})
-
-    app.add_exception_handler(ActionError, _action_error)
-    app.add_middleware(_QuietClientClose)
-    app.state.aligngym_template = template
-    return app
-
-
-class ServerThread:
-    """uvicorn serving an app from a daemon thread (tests, examples, the load test); loopback by default.
-
-    ``port=0`` lets the OS pick a free port; :attr:`url` is ``http://host:port`` once :meth:`start` returns.
-    """
-
-    def __init__(
-        self, app: FastAPI, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"
-    ) -> None:
-        import uvicorn
-
-        self._server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level))
-        self._thread = threading.Thread(target=self._server.run, name="aligngym-openenv-server", daemon=True)
-        self.host = host
-        self.port = port
-
-    def start(self, timeout: float = 30.0) -> ServerThread:
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"the OpenEnv server did not start on {self.host}:{self.port} within {timeout} s"
-                )
-            time.sleep(0.02)
-        self.port = int(self._server.servers[0].sockets[0].getsockname()[1])
-        return self
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout)
-
-    def __enter__(self) -> ServerThread:
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
-
-class AlignGymClient(EnvClient[CompletionAction, PromptObservation, EpisodeState]):
-    """Typed OpenEnv client (WebSocket session): ``AlignGymClient(base_url=url).sync()`` for blocking use.
-
-    ``step`` takes a :class:`CompletionAction` or a plain dict of its fields.
-    """
-
-    def _step_payload(self, action: CompletionAction | Mapping[str, Any]) -> dict[str, Any]:
-        if isinstance(action, CompletionAction):
-            return action.model_dump(exclude_none=True, exclude={"metadata"})
-        return dict(action)
-
-    def _parse_result(self, payload: dict[str, Any]) -> StepResult[PromptObservation]:
-        obs = PromptObservation(
-            **payload.get("observation", {}), reward=payload.get("reward"), done=payload.get("done", False)
-        )
-        return StepResult(
-            observation=obs, reward=payload.get("reward"), done=bool(payload.get("done", False))
-        )
-
-    def _parse_state(self, payload: dict[str, Any]) -> EpisodeState:
-        return EpisodeState(**payload)
-
-
-# -- command line ---------------------------------------------------------------------------------------------------
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="aligngym serve",
-        description="Serve an aligngym env over the OpenEnv protocol (HTTP /reset /step /state, WebSocket /ws).",
-    )
-    p.add_argument("env_id", help="registered id, e.g. aligngym/Sentiment-Sequence-v0")
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
-    p.add_argument("--max-sessions", type=int, default=64, help="concurrent WebSocket sessions (default 64)")
-    p.add_argument(
-        "--env-kwargs", default="{}", help="JSON object of gym.make options, e.g. '{\"max_new_tokens\": 8}'"
-    )
-    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``aligngym serve ENV_ID [--host H] [--port P] [--max-sessions N] [--env-kwargs JSON]``: run until Ctrl+C."""
-    import uvicorn
-
-    args = _parser().parse_args(argv)
-    try:
-        env_kwargs = json.loads(args.env_kwargs)
-    except json.JSONDecodeError as err:
-        raise SystemExit(f"--env-kwargs must be a JSON object, got {args.env_kwargs!r}: {err}") from err
-    if not isinstance(env_kwargs, dict):
-        raise SystemExit(f"--env-kwargs must be a JSON object, got {type(env_kwargs).__name__}")
-    if args.env_id not in gym.registry:
-        raise SystemExit(f"unknown env id {args.env_id!r}; ids: {', '.join(aligngym.envs.list_envs())}")
-    try:
-        loopback = ipaddress.ip_address(args.host).is_loopback
-    except ValueError:
-        loopback = args.host == "localhost"
-    if not loopback:
-        print(
-            f"warning: serving on {args.host}, which other machines may reach; the server has no authentication"
-        )
-    app = create_server_app(args.env_id, env_kwargs=env_kwargs, max_concurrent_envs=args.max_sessions)
-    print(f"serving {args.env_id} over OpenEnv on http://{args.host}:{args.port} (WebSocket sessions at /ws)")
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
-    return 0
-
+import sys
+
+from aligngym.envs.serving_app import (
+    GracefulServer,
+    ServerLimits,
+    ServerMetrics,
+    ServerThread,
+    ServingGuard,
+    ServingHub,
+    SessionSlots,
+    create_server_app,
+)
+from aligngym.envs.serving_env import (
+    CHARS_PER_TOKEN_CAP,
+    MAX_ACTIONS,
+    MAX_COMPLETION_CHARS,
+    ActionError,
+    AlignGymClient,
+    AlignGymEnvironment,
+    CompletionAction,
+    EnvTemplate,
+    EpisodeState,
+    PromptObservation,
+    ServerRefusedError,
+    SessionLostError,
+)
+from aligngym.envs.serving_workers import ServeConfig, config_from_args, main, serve
+
+__all__ = [
+    "CHARS_PER_TOKEN_CAP",
+    "MAX_ACTIONS",
+    "MAX_COMPLETION_CHARS",
+    "ActionError",
+    "AlignGymClient",
+    "AlignGymEnvironment",
+    "CompletionAction",
+    "EnvTemplate",
+    "EpisodeState",
+    "GracefulServer",
+    "PromptObservation",
+    "ServeConfig",
+    "ServerLimits",
+    "ServerMetrics",
+    "ServerRefusedError",
+    "ServerThread",
+    "ServingGuard",
+    "ServingHub",
+    "SessionLostError",
+    "SessionSlots",
+    "config_from_args",
+    "create_server_app",
+    "main",
+    "serve",
+]
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

@@ -23,6 +23,7 @@ httpx = pytest.importorskip("httpx", reason="httpx is not installed (optional ex
 from aligngym.envs.serving import (  # noqa: E402
     AlignGymClient,
     CompletionAction,
+    ServerRefusedError,
     ServerThread,
     create_server_app,
     main,
@@ -215,17 +216,19 @@ def test_unknown_session_is_reported_and_the_server_keeps_serving(seq_server):
     assert httpx.get(f"{seq_server.url}/health", timeout=30).json()["status"] == "healthy"
 
 
-def test_sessions_beyond_capacity_are_refused():
-    from websockets.sync.client import connect
-
+def test_sessions_beyond_capacity_are_refused_with_503_and_the_server_keeps_serving():
     with ServerThread(create_server_app(SEQ_ID, max_concurrent_envs=1)) as srv:
-        ws_url = srv.url.replace("http://", "ws://") + "/ws"
         with AlignGymClient(base_url=srv.url).sync() as first:
             first.reset()
-            with connect(ws_url, open_timeout=10) as second:  # the server answers it at once, then closes it
-                refusal = json.loads(second.recv(timeout=30))
+            with pytest.raises(ServerRefusedError, match="session cap reached") as refused:
+                with AlignGymClient(base_url=srv.url).sync() as second:
+                    second.reset()
             assert first.step(CompletionAction(completion="still here")).done
-    assert refusal["type"] == "error" and refusal["data"]["code"] == "CAPACITY_REACHED"
+        assert refused.value.status_code == 503 and refused.value.retry_after_s == 1.0
+        with AlignGymClient(base_url=srv.url).sync() as third:  # the slot was freed: served again
+            assert third.step(CompletionAction(completion="good", prompt_index=0)).done
+        metrics = httpx.get(f"{srv.url}/metrics", timeout=30).json()
+    assert metrics["sessions"]["refused"] == 1 and metrics["errors"]["CAPACITY_REACHED"] == 1
 
 
 def test_schema_lists_the_typed_fields(seq_server):
