@@ -107,6 +107,54 @@ def test_custom_scorer_with_prompt_context_columns():
     assert scores[4.0] > scores[0.0], scores
 
 
+class _RecordingScorer:
+    """A proxy guide: rewards completions with "great"/"good" in them and records what it was given."""
+
+    name = "proxy"
+
+    def __init__(self) -> None:
+        self.context_keys: set[str] = set()
+        self.calls = 0
+
+    def __call__(self, prompts, completions, **context) -> np.ndarray:
+        self.calls += 1
+        self.context_keys |= set(context)
+        return np.array([("great" in c) + ("good" in c) for c in completions], dtype=np.float32)
+
+
+def test_default_mode_is_labelled_an_oracle():
+    env = gym.make("aligngym/Similarity-Sequence-v0", max_new_tokens=4)
+    decoder = RewardGuidedDecoder(env, DecodingConfig(policy=_tiny(env), device="cpu"))
+    assert decoder.is_oracle
+    assert decoder.scorer is env.unwrapped.runtime.scorer  # the evaluation scorer itself
+
+
+def test_guide_scorer_mode_never_sees_the_test_rows_context():
+    """Similarity test rows carry a ``reference`` column: the oracle passes it to its scorer, a guide never does."""
+    env = gym.make("aligngym/Similarity-Sequence-v0", split="test", max_new_tokens=4)
+    assert any("reference" in row for row in env.unwrapped.runtime.rows)
+    guide = _RecordingScorer()
+    decoder = RewardGuidedDecoder(
+        env, DecodingConfig(policy=_tiny(env), guide_scorer=guide, weight=2.0, candidates=4, device="cpu")
+    )
+    assert not decoder.is_oracle
+    for seed in range(3):
+        obs, _ = env.reset(seed=seed)
+        decoder.predict(obs)
+    assert guide.calls > 0 and guide.context_keys == set()
+    token_env = gym.make("aligngym/Similarity-Token-v0", split="test", max_new_tokens=2)
+    token_decoder = RewardGuidedDecoder(
+        token_env, DecodingConfig(policy=_tiny(token_env), guide_scorer=guide, candidates=4, device="cpu")
+    )
+    token_decoder.predict(token_env.reset(seed=0)[0])
+    assert guide.context_keys == set()
+
+
+def test_scorer_and_guide_scorer_are_exclusive():
+    with pytest.raises(ValueError, match="not both"):
+        DecodingConfig(scorer="sentiment", guide_scorer="sentiment")
+
+
 @pytest.mark.gpu
 def test_decoder_runs_on_cuda():
     env = gym.make("aligngym/Sentiment-Sequence-v0", max_new_tokens=4)

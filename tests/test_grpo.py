@@ -110,29 +110,21 @@ def test_reinforce_agent_accepts_a_causal_lm_policy(tmp_path):
 
 
 @pytest.mark.slow
-def test_grpo_raises_keyword_coverage_over_the_shipped_reference():
-    """From the shipped reference model: keyword coverage on the Keywords prompts GRPO trains on goes up.
-
-    (Held-out test prompts move much less in this budget: the 1M-parameter reference barely copies words from
-    its prompt, so the printed test-split numbers are reported, not asserted.)
-    """
+def test_grpo_raises_keyword_coverage_on_the_test_prompts():
+    """From the shipped reference model: keyword coverage on the held-out TEST prompts goes up (the reference was
+    pretrained on train-split keyword rows, so train prompts would overstate the gain); KL stays bounded."""
     train_env = gym.make(ENV)
     test_env = gym.make(ENV, split="test")
     cfg = GRPOConfig(
         device="cpu", seed=0, num_generations=8, prompts_per_update=4, learning_rate=3e-4, beta=0.04
     )
     agent = GRPOAgent(train_env, cfg)
-    n = 2 * len(train_env.unwrapped.runtime.rows)
-    before = evaluate(agent, train_env, n_episodes=n, deterministic=False, seed=5)["mean_score"]
-    before_test = evaluate(agent, test_env, n_episodes=192, deterministic=False, seed=5)["mean_score"]
+    n = 4 * len(test_env.unwrapped.runtime.rows)
+    before = evaluate(agent, test_env, n_episodes=n, deterministic=False, seed=5)["mean_score"]
     agent.learn(3200)
-    after = evaluate(agent, train_env, n_episodes=n, deterministic=False, seed=5)["mean_score"]
-    after_test = evaluate(agent, test_env, n_episodes=192, deterministic=False, seed=5)["mean_score"]
+    after = evaluate(agent, test_env, n_episodes=n, deterministic=False, seed=5)["mean_score"]
     kl = float(np.mean([r["charts/kl"] for r in agent.logger.history[-5:]]))
-    print(
-        f"GRPO keywords coverage: train prompts {before:.3f} -> {after:.3f}, test prompts {before_test:.3f} -> "
-        f"{after_test:.3f}, KL {kl:.2f}"
-    )
+    print(f"GRPO keyword coverage on test prompts: {before:.3f} -> {after:.3f}, KL {kl:.2f}")
     assert after > before + 0.03
     assert kl < 20.0
 
