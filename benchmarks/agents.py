@@ -34,6 +34,9 @@ class AgentSpec:
     :param learns: ``False`` for agents whose ``learn`` does nothing (random, reference decoding): their learning
         curve is drawn against the step budget instead of the agent's own ``num_timesteps``.
     :param family: ``"aligngym"`` or ``"sb3"``.
+    :param oracle: the agent reads the evaluation scorer or the test rows' context (labelled ``(oracle)`` in the
+        report: its score is not a fair comparison with agents that only learn from the training reward).
+    :param overrides: config overrides the entry applies before the suite's (e.g. a decoding mode).
     """
 
     name: str
@@ -43,6 +46,8 @@ class AgentSpec:
     granularity: str = "any"
     learns: bool = True
     family: str = "aligngym"
+    oracle: bool = False
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def _import_attr(path: str) -> Any:
@@ -323,8 +328,17 @@ for _spec in (
         "guided-decoding",
         _ours("aligngym.agents.decoding:RewardGuidedDecoder"),
         "aligngym.agents.decoding",
-        "reward-guided decoding: reference logits + w * scorer bonus at decode time (no training)",
+        "reward-guided decoding: reference logits + w * bonus of the env's scorer on the test rows (an oracle)",
         learns=False,
+        oracle=True,
+    ),
+    AgentSpec(
+        "guided-decoding-oracle",
+        _ours("aligngym.agents.decoding:RewardGuidedDecoder"),
+        "aligngym.agents.decoding",
+        "reward-guided decoding with the evaluation scorer and the test rows' context (an oracle, labelled so)",
+        learns=False,
+        oracle=True,
     ),
     AgentSpec(
         "reference",
@@ -380,8 +394,23 @@ def make_agent(
     """
     spec = get_agent_spec(name)
     return spec.factory(
-        env, seed=seed, device=device, log_dir=log_dir, total_timesteps=total_timesteps, **overrides
+        env,
+        seed=seed,
+        device=device,
+        log_dir=log_dir,
+        total_timesteps=total_timesteps,
+        **{**spec.overrides, **overrides},
     )
+
+
+def is_oracle(spec: AgentSpec, agent: Any = None) -> bool:
+    """Whether a run of ``spec`` is an oracle: the agent's own ``oracle`` attribute (or config field) when it has
+    one (a decoder whose mode decides it), else the table's ``spec.oracle``."""
+    for holder in (agent, getattr(agent, "config", None)):
+        value = getattr(holder, "oracle", None) if holder is not None else None
+        if isinstance(value, bool):
+            return value
+    return spec.oracle
 
 
 def agent_status(name: str) -> str:

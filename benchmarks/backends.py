@@ -9,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import os
+import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,7 @@ from aligngym.benchmarks.report import _fmt, write_outputs
 from aligngym.benchmarks.run import (
     RUNS_DIR,
     _failed_record,
+    _read_record,
     execute_run,
     finished_record,
     run_json_path,
@@ -73,8 +76,6 @@ def _pool_worker_init(threads: int = 1) -> None:
 
     (A worker that caught ``KeyboardInterrupt`` itself would report it and go on with the next queued run.)
     """
-    import signal
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _worker_init(threads)
 
@@ -202,38 +203,72 @@ def run_suite(
     return result
 
 
+class WorkerDied(RuntimeError):
+    """The process running a run ended without writing its record (killed by a signal, out of memory, a crash)."""
+
+
+def _process_main(spec: RunSpec, out_dir: str, threads: int) -> None:
+    """Body of one run's spawned process: ``threads`` threads, Ctrl-C left to the parent, the record written here."""
+    _pool_worker_init(threads)
+    execute_run(spec, out_dir, write=True)
+
+
+def _exit_cause(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        return f"killed by {name} (exit code {exitcode})"
+    return f"exited with code {exitcode}"
+
+
 def _run_processes(
     todo: Sequence[RunSpec], out: Path, workers: int, threads: int, finished: Callable[[dict[str, Any]], None]
 ) -> None:
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    """One spawned process per run, at most ``workers`` at a time; each writes its own record.
+
+    A process per run (not a pool) so that a worker killed mid-run (SIGKILL, the out-of-memory killer) fails that
+    run alone: the parent records it as failed with the cause (:class:`WorkerDied`) and the other runs go on. Spawn,
+    not fork: forking after torch started its threads hangs workers.
+    """
+    from multiprocessing.connection import wait
 
     ctx = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(
-        max_workers=min(workers, len(todo) or 1),
-        mp_context=ctx,
-        initializer=_pool_worker_init,
-        initargs=(threads,),
-    )
+    pending = list(todo)
+    running: dict[int, tuple[Any, RunSpec, int]] = {}  # sentinel -> (process, spec, launch time ns)
     try:
-        futures = {pool.submit(execute_run, spec, str(out)): spec for spec in todo}
-        for fut in as_completed(futures):
-            spec = futures[fut]
-            try:
-                rec = fut.result()
-            except Exception as err:  # the worker died (out of memory, a crash) or the spec did not pickle
-                rec = _failed_record(spec, err)
-                write_json_atomic(run_json_path(out, spec.run_id), rec)
-            finished(rec)
+        while pending or running:
+            while pending and len(running) < workers:
+                spec = pending.pop(0)
+                proc = ctx.Process(target=_process_main, args=(spec, str(out), threads), name=spec.run_id)
+                launched = time.time_ns()
+                proc.start()
+                running[proc.sentinel] = (proc, spec, launched)
+            for sentinel in wait(list(running)):
+                proc, spec, launched = running.pop(sentinel)  # type: ignore[arg-type]
+                proc.join()
+                path = run_json_path(out, spec.run_id)
+                rec = _read_record(path) if path.is_file() and path.stat().st_mtime_ns >= launched else None
+                if rec is None or proc.exitcode != 0:
+                    cause = _exit_cause(proc.exitcode)
+                    if rec is not None:  # it wrote its record, then died (teardown): keep what it measured
+                        rec["status"], rec["error"] = (
+                            "failed",
+                            f"WorkerDied: the worker process {cause} after the run",
+                        )
+                    else:
+                        err = WorkerDied(f"the worker process {cause} before the run finished")
+                        rec = _failed_record(spec, err)
+                    write_json_atomic(path, rec)
+                finished(rec)
     except BaseException:
         # Ctrl-C (or an error here): unfinished runs die without writing anything; queued ones never start
-        processes = list((getattr(pool, "_processes", None) or {}).values())
-        pool.shutdown(wait=False, cancel_futures=True)
-        for proc in processes:
+        for proc, _, _ in running.values():
             proc.terminate()
-        for proc in processes:
+        for proc, _, _ in running.values():
             proc.join(timeout=10)
         raise
-    pool.shutdown(wait=True)
 
 
 def _run_ray(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from aligngym.benchmarks.backends import BACKENDS, SuiteResult, run_suite, set_threads
 from aligngym.benchmarks.metrics import HackingRule, distinct_n
+from aligngym.benchmarks.plots import plot_env
 from aligngym.benchmarks.report import (
     CSV_FIELDS,
     CURVES_CSV,
@@ -15,7 +16,6 @@ from aligngym.benchmarks.report import (
     RESULTS_CSV,
     components_table,
     load_records,
-    plot_env,
     render_report,
     results_table,
     write_csv,

@@ -14,10 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from aligngym.benchmarks.metrics import HackingRule, _finite
-from aligngym.benchmarks.run import RUNS_DIR, _machine, _read_record
+from aligngym.benchmarks.metrics import HackingRule, _finite, mean_std
+from aligngym.benchmarks.plots import plot_env
+from aligngym.benchmarks.run import RUNS_DIR, _machine, read_record
 from aligngym.benchmarks.suite import RunSpec, env_slug
 
 PLOTS_DIR = "plots"
@@ -26,19 +25,53 @@ CURVES_CSV = "curves.csv"
 REPORT_MD = "report.md"
 
 
-def load_records(out_dir: str | Path) -> list[dict[str, Any]]:
-    """Every run record under ``out_dir/runs``, in the order of the last suite run there (``suite.json``), the
-    rest by run id; unreadable files are skipped."""
-    recs = [_read_record(p) for p in sorted((Path(out_dir) / RUNS_DIR).glob("*.json"))]
-    found = [r for r in recs if r is not None and "run_id" in r]
-    suite = _read_record(Path(out_dir) / "suite.json") or {}
+def _suite_order(out_dir: Path) -> dict[str, int]:
+    """Run id -> position in the last suite run in ``out_dir`` (``suite.json``), empty when there is none."""
+    try:
+        suite = json.loads((out_dir / "suite.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
     order: dict[str, int] = {}
-    for i, spec in enumerate(suite.get("runs", [])):
+    for i, spec in enumerate(suite.get("runs", []) if isinstance(suite, dict) else []):
         try:
             order[RunSpec(**spec).run_id] = i
         except (TypeError, ValueError):  # a suite.json written by another version
             continue
+    return order
+
+
+def load_records(
+    out_dir: str | Path, *, unreadable: list[dict[str, str]] | None = None
+) -> list[dict[str, Any]]:
+    """Every readable run record under ``out_dir/runs``, in the order of the last suite run there (``suite.json``),
+    the rest by run id.
+
+    A file that cannot be read as a run record (truncated, corrupt, not a record) is never dropped silently: it is
+    appended to ``unreadable`` as ``{"file", "reason"}`` when a list is given, and a ``UserWarning`` names it.
+    """
+    out = Path(out_dir)
+    found: list[dict[str, Any]] = []
+    for path in sorted((out / RUNS_DIR).glob("*.json")):
+        try:
+            found.append(read_record(path))
+        except ValueError as err:
+            entry = {"file": str(path), "reason": str(err)}
+            if unreadable is not None:
+                unreadable.append(entry)
+            warnings.warn(f"unreadable run record {path}: {err}", UserWarning, stacklevel=2)
+    order = _suite_order(out)
     return sorted(found, key=lambda r: (order.get(r["run_id"], len(order)), r["run_id"]))
+
+
+def unreadable_records(out_dir: str | Path) -> list[dict[str, str]]:
+    """``{"file", "reason"}`` for every ``runs/*.json`` of ``out_dir`` that is not a readable run record."""
+    bad: list[dict[str, str]] = []
+    for path in sorted((Path(out_dir) / RUNS_DIR).glob("*.json")):
+        try:
+            read_record(path)
+        except ValueError as err:
+            bad.append({"file": str(path), "reason": str(err)})
+    return bad
 
 
 def _fmt(x: Any, digits: int = 3) -> str:
@@ -46,37 +79,63 @@ def _fmt(x: Any, digits: int = 3) -> str:
 
 
 def _mean_std(values: Sequence[Any], digits: int = 3) -> str:
-    vals = [float(v) for v in values if _finite(v)]
-    if not vals:
+    """``"mean ± sample std"`` (ddof=1) of the finite values; one value alone, ``-`` for none."""
+    mean, std, _ = mean_std(values)
+    if mean is None:
         return "-"
-    if len(vals) == 1:
-        return f"{vals[0]:.{digits}f}"
-    return f"{np.mean(vals):.{digits}f} ± {np.std(vals):.{digits}f}"
+    if std is None:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+#: the evaluation metrics of every run, in the order of the CSVs (see :mod:`aligngym.benchmarks.metrics`)
+METRICS = (
+    "mean_return",
+    "std_return",
+    "mean_score",
+    "std_score",
+    "gold_score",
+    "gold_minus_score",
+    "kl",
+    "ref_ppl",
+    "distinct_1",
+    "distinct_2",
+    "repetition",
+    "length",
+    "mean_length",
+)
 CSV_FIELDS = (
     "run_id",
     "env_id",
     "agent",
     "agent_name",
+    "oracle",
     "seed",
     "status",
     "env_steps",
     "train_time_s",
     "wall_time_s",
-    "mean_return",
-    "std_return",
-    "mean_score",
-    "std_score",
-    "kl",
-    "distinct_1",
-    "distinct_2",
-    "mean_length",
+    *METRICS,
+    "kl_note",
+    "ref_ppl_note",
     "reward_components",
+    "gold_components",
     "hacking_flag",
+    "hacking_reason",
     "device",
     "error",
 )
+
+
+def _metric(point: dict[str, Any], key: str) -> Any:
+    """A metric of an evaluation point; ``gold_minus_score`` derived, ``length`` from ``mean_length`` if absent."""
+    if key == "gold_minus_score":
+        g: Any = point.get("gold_score")
+        sc: Any = point.get("mean_score")
+        return float(g) - float(sc) if _finite(g) and _finite(sc) else None
+    if key == "length" and point.get("length") is None:
+        return point.get("mean_length")
+    return point.get(key)
 
 
 def _groups(records: Sequence[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
@@ -86,32 +145,39 @@ def _groups(records: Sequence[dict[str, Any]]) -> dict[tuple[str, str], list[dic
     return groups
 
 
+def agent_label(agent: str, recs: Sequence[dict[str, Any]]) -> str:
+    """The agent's name in tables: ``"guided-decoding (oracle)"`` when a run of it is an oracle."""
+    return f"{agent} (oracle)" if any(r.get("oracle") for r in recs) else agent
+
+
 def write_csv(records: Sequence[dict[str, Any]], path: Path, rule: HackingRule) -> Path:
-    """One row per run: the final evaluation, timings, status and the hacking flag."""
+    """One row per run: the final evaluation's metrics (with notes where one is not measured), timings, status and
+    the hacking flag with its reason."""
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
         writer.writeheader()
         for rec in records:
             final = rec.get("final") or {}
-            ok = rec.get("status") == "ok"
+            chk = rule.check(rec.get("curve") or []) if rec.get("status") == "ok" else None
             writer.writerow(
                 {
                     "run_id": rec["run_id"],
                     "env_id": rec["env_id"],
                     "agent": rec["agent"],
                     "agent_name": rec.get("agent_name", rec["agent"]),
+                    "oracle": bool(rec.get("oracle")),
                     "seed": rec.get("seed"),
                     "status": rec.get("status"),
                     "env_steps": rec.get("env_steps"),
                     "train_time_s": rec.get("train_time"),
                     "wall_time_s": rec.get("wall_time"),
-                    **{
-                        k: final.get(k)
-                        for k in ("mean_return", "std_return", "mean_score", "std_score", "kl")
-                    },
-                    **{k: final.get(k) for k in ("distinct_1", "distinct_2", "mean_length")},
+                    **{k: _metric(final, k) for k in METRICS},
+                    "kl_note": final.get("kl_note"),
+                    "ref_ppl_note": final.get("ref_ppl_note"),
                     "reward_components": json.dumps(final.get("reward_components") or {}, sort_keys=True),
-                    "hacking_flag": rule.check(rec.get("curve") or [])["flagged"] if ok else None,
+                    "gold_components": json.dumps(final.get("gold_components") or {}, sort_keys=True),
+                    "hacking_flag": chk["flagged"] if chk else None,
+                    "hacking_reason": chk["reason"] if chk else None,
                     "device": rec.get("device"),
                     "error": rec.get("error"),
                 }
@@ -121,17 +187,7 @@ def write_csv(records: Sequence[dict[str, Any]], path: Path, rule: HackingRule) 
 
 def write_curves_csv(records: Sequence[dict[str, Any]], path: Path) -> Path:
     """One row per evaluation point of every run (the learning curves)."""
-    fields = ["run_id", "env_id", "agent", "seed", "step", "train_time", "wall_time"]
-    fields += [
-        "mean_return",
-        "std_return",
-        "mean_score",
-        "std_score",
-        "kl",
-        "distinct_1",
-        "distinct_2",
-        "mean_length",
-    ]
+    fields = ["run_id", "env_id", "agent", "seed", "step", "train_time", "wall_time", *METRICS]
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
@@ -139,7 +195,10 @@ def write_curves_csv(records: Sequence[dict[str, Any]], path: Path) -> Path:
             for point in rec.get("curve") or []:
                 writer.writerow(
                     {
-                        **point,
+                        **{k: _metric(point, k) for k in METRICS},
+                        "step": point.get("step"),
+                        "train_time": point.get("train_time"),
+                        "wall_time": point.get("wall_time"),
                         "run_id": rec["run_id"],
                         "env_id": rec["env_id"],
                         "agent": rec["agent"],
@@ -149,20 +208,33 @@ def write_curves_csv(records: Sequence[dict[str, Any]], path: Path) -> Path:
     return path
 
 
+#: (column title, metric key, digits) of the results table
+TABLE_COLUMNS = (
+    ("return", "mean_return", 3),
+    ("score", "mean_score", 3),
+    ("gold", "gold_score", 3),
+    ("KL", "kl", 3),
+    ("ref ppl", "ref_ppl", 2),
+    ("distinct-1", "distinct_1", 3),
+    ("distinct-2", "distinct_2", 3),
+    ("repetition", "repetition", 3),
+    ("length", "length", 1),
+)
+
+
 def results_table(records: Sequence[dict[str, Any]], rule: HackingRule) -> str:
-    """The Markdown table: one row per (env, agent), final test metrics as mean ± std over finished seeds."""
+    """The Markdown table: one row per (env, agent), final test metrics as mean ± sample std (ddof=1) over the
+    finished seeds (their number is the "seeds ok" column, n); ``-`` where a metric is not measured (see notes)."""
+    titles = " | ".join(t for t, _, _ in TABLE_COLUMNS)
     head = (
-        "| env | agent | seeds ok | env steps | return | score | KL | distinct-1 | distinct-2 | length | "
-        "train s | hacking flag |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
+        f"| env | agent | seeds ok | env steps | {titles} | train s | hacking flag |\n"
+        f"|{'---|' * (len(TABLE_COLUMNS) + 6)}"
     )
     rows = [head]
     for (env_id, agent), recs in _groups(records).items():
         ok = [r for r in recs if r.get("status") == "ok"]
         finals = [r.get("final") or {} for r in ok]
-
-        def col(key: str, recs_: Sequence[dict[str, Any]] = finals, digits: int = 3) -> str:
-            return _mean_std([f.get(key) for f in recs_], digits)
-
+        cells = [_mean_std([_metric(f, key) for f in finals], digits) for _, key, digits in TABLE_COLUMNS]
         flags = [rule.check(r.get("curve") or [])["flagged"] for r in ok]
         n_flag = sum(flags)
         flag = (
@@ -176,11 +248,23 @@ def results_table(records: Sequence[dict[str, Any]], rule: HackingRule) -> str:
         )
         steps = _mean_std([r.get("env_steps") for r in ok], 0)
         rows.append(
-            f"| {env_slug(env_id)} | {agent} | {len(ok)}/{len(recs)} | {steps} | {col('mean_return')} | "
-            f"{col('mean_score')} | {col('kl')} | {col('distinct_1')} | {col('distinct_2')} | "
-            f"{col('mean_length', digits=1)} | {_mean_std([r.get('train_time') for r in ok], 1)} | {flag} |"
+            f"| {env_slug(env_id)} | {agent_label(agent, recs)} | {len(ok)}/{len(recs)} | {steps} | "
+            f"{' | '.join(cells)} | {_mean_std([r.get('train_time') for r in ok], 1)} | {flag} |"
         )
     return "\n".join(rows)
+
+
+def notes_table(records: Sequence[dict[str, Any]]) -> str:
+    """Why a metric is missing, per (env, agent): the distinct ``kl_note`` / ``ref_ppl_note`` / ``gold_note``."""
+    rows = ["| env | agent | metric | not measured because |", "|---|---|---|---|"]
+    for (env_id, agent), recs in _groups(records).items():
+        finals = [r.get("final") or {} for r in recs if r.get("status") == "ok"]
+        for key in ("kl", "ref_ppl", "gold"):
+            for note in dict.fromkeys(f.get(f"{key}_note") for f in finals if f.get(f"{key}_note")):
+                rows.append(
+                    f"| {env_slug(env_id)} | {agent_label(agent, recs)} | {key} | {_md_cell(note, 300)} |"
+                )
+    return "\n".join(rows) if len(rows) > 2 else ""
 
 
 def components_table(records: Sequence[dict[str, Any]]) -> str:
@@ -203,103 +287,18 @@ def _md_cell(text: Any, limit: int = 120) -> str:
     return s if len(s) <= limit else s[: limit - 1] + "…"
 
 
-def _mean_curve(
-    recs: Sequence[dict[str, Any]], x_key: str, y_key: str
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """x, mean y, std y over the runs' evaluation points (aligned by index, truncated to the shortest curve)."""
-    curves = [r.get("curve") or [] for r in recs]
-    n = min((len(c) for c in curves), default=0)
-    xs = np.array([[_nan(c[i].get(x_key)) for i in range(n)] for c in curves], dtype=float).reshape(
-        len(curves), n
-    )
-    ys = np.array([[_nan(c[i].get(y_key)) for i in range(n)] for c in curves], dtype=float).reshape(
-        len(curves), n
-    )
-    with warnings.catch_warnings():  # all-NaN columns (KL of agents that log none) are expected
-        warnings.simplefilter("ignore", category=RuntimeWarning)
-        return np.nanmean(xs, axis=0), np.nanmean(ys, axis=0), np.nanstd(ys, axis=0)
-
-
-def _nan(x: Any) -> float:
-    return float(x) if _finite(x) else float("nan")
-
-
-def plot_env(
-    records: Sequence[dict[str, Any]], env_id: str, plots_dir: Path, rule: HackingRule
-) -> list[Path]:
-    """Two PNGs for one env: learning curves (score vs env steps and vs training wall time) and the hacking
-    diagnostics (score vs distinct-2 and score vs KL, one trajectory per agent from step 0 to the end)."""
-    from matplotlib.figure import Figure
-
-    ok = [r for r in records if r["env_id"] == env_id and r.get("status") == "ok" and r.get("curve")]
-    by_agent: dict[str, list[dict[str, Any]]] = {}
-    for r in ok:
-        by_agent.setdefault(r["agent"], []).append(r)
-    paths = []
-    slug = env_slug(env_id)
-
-    fig = Figure(figsize=(11, 4), layout="constrained")
-    axes = fig.subplots(1, 2)
-    for agent, recs in by_agent.items():
-        for ax, x_key in zip(axes, ("step", "train_time")):
-            x, y, s = _mean_curve(recs, x_key, "mean_score")
-            (line,) = ax.plot(x, y, marker="o", ms=3, label=f"{agent} (n={len(recs)})")
-            ax.fill_between(x, y - s, y + s, alpha=0.2, color=line.get_color())
-    axes[0].set_xlabel("env steps")
-    axes[1].set_xlabel("training wall time (s)")
-    for ax in axes:
-        ax.set_ylabel("mean test score")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle(f"{slug}: test score (mean ± std over seeds)")
-    path = plots_dir / f"{slug}_curves.png"
-    fig.savefig(path, dpi=90)
-    paths.append(path)
-
-    fig = Figure(figsize=(11, 4), layout="constrained")
-    axes = fig.subplots(1, 2)
-    any_kl = False
-    for agent, recs in by_agent.items():
-        _, d, _ = _mean_curve(recs, "step", "distinct_2")
-        _, y, _ = _mean_curve(recs, "step", "mean_score")
-        flagged = sum(rule.check(r["curve"])["flagged"] for r in recs)
-        label = f"{agent}" + (f" (flagged {flagged}/{len(recs)})" if flagged else "")
-        (line,) = axes[0].plot(d, y, marker="o", ms=3, label=label)
-        if len(d):
-            axes[0].scatter(d[:1], y[:1], marker="s", s=30, color=line.get_color())
-            axes[0].scatter(d[-1:], y[-1:], marker="*", s=80, color=line.get_color())
-        _, kl, _ = _mean_curve(recs, "step", "kl")
-        if np.isfinite(kl).any():
-            any_kl = True
-            axes[1].plot(kl, y, marker="o", ms=3, label=agent, color=line.get_color())
-    axes[0].set_xlabel("distinct-2 of test completions (square: step 0, star: end)")
-    axes[0].set_ylabel("mean test score")
-    axes[0].legend(fontsize=8)
-    axes[1].set_xlabel("KL to the reference (charts/kl)")
-    axes[1].set_ylabel("mean test score")
-    if any_kl:
-        axes[1].legend(fontsize=8)
-    else:
-        axes[1].text(
-            0.5, 0.5, "no agent here logs charts/kl", ha="center", va="center", transform=axes[1].transAxes
-        )
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    fig.suptitle(f"{slug}: reward-hacking diagnostics")
-    path = plots_dir / f"{slug}_hacking.png"
-    fig.savefig(path, dpi=90)
-    paths.append(path)
-    return paths
-
-
 def render_report(
     records: Sequence[dict[str, Any]],
     rule: HackingRule,
     plots: dict[str, list[Path]],
     out_dir: Path,
     suite_meta: dict[str, Any] | None = None,
+    unreadable: Sequence[dict[str, str]] = (),
 ) -> str:
-    """The Markdown report (results table, curves, hacking diagnostics, failures, samples)."""
+    """The Markdown report (results table, curves, hacking diagnostics, unreadable files, failures, samples).
+
+    :param unreadable: ``{"file", "reason"}`` of run files that could not be read (listed, never dropped).
+    """
     ok = [r for r in records if r.get("status") == "ok"]
     machine = next((r.get("machine") for r in records if r.get("machine")), None) or _machine()
     devices = sorted({str(r.get("device")) for r in ok if r.get("device")}) or ["-"]
@@ -307,20 +306,34 @@ def render_report(
     lines = [
         "# aligngym benchmark report",
         "",
-        f"Suite **{name}**: {len(records)} runs, {len(ok)} ok, {len(records) - len(ok)} failed. "
+        f"Suite **{name}**: {len(records)} runs, {len(ok)} ok, {len(records) - len(ok)} failed"
+        + (f", {len(unreadable)} unreadable run file(s)" if unreadable else "")
+        + ". "
         f"Machine: {machine.get('platform')}, {machine.get('cpu_count')} CPUs"
         + (f", GPU {machine['gpu']}" if machine.get("gpu") else ", no GPU")
         + f"; device(s): {', '.join(devices)}.",
         "",
         "## Results",
         "",
-        "Final evaluation on each env's test split (every test prompt once unless the suite sets `eval_episodes`), "
-        "mean ± std over seeds. KL is the agent's own `charts/kl` to the reference (- where it logs none); distinct-n "
-        "is corpus-level over the completions' token ids; length is in tokens.",
+        "Final evaluation on each env's test split (every test prompt once unless the suite sets `eval_episodes`). "
+        "Cells are mean ± sample std (ddof=1) over seeds, n = the number of finished seeds (the *seeds ok* column; "
+        "a single value when n = 1). *score* is the task scorer (the training reward's score); *gold* the env's "
+        '`info["gold_score"]`, a judge the agent never trains on; *KL* is KL(policy || reference) measured on the '
+        "evaluation completions (sum over generated tokens of log pi - log pi_ref, mean over completions; pi = the "
+        "agent's policy model at its sampling temperature, pi_ref = the env's reference LM); *ref ppl* the "
+        "perplexity of the completions under the reference LM; distinct-n is corpus-level over the completions' "
+        "token ids; *repetition* the share of completion tokens that repeat one earlier in the same completion; "
+        "length in tokens (EOS included). `-`: not measured (reasons below). Agents marked *(oracle)* read the "
+        "evaluation scorer or the test rows' context: not a fair comparison.",
         "",
         results_table(records, rule),
         "",
-        'Reward components (`info["reward_components"]`, mean over the final evaluation, mean ± std over seeds):',
+    ]
+    notes = notes_table(records)
+    if notes:
+        lines += ["Metrics not measured, and why:", "", notes, ""]
+    lines += [
+        'Reward components (`info["reward_components"]`, mean over the final evaluation, mean ± sample std over seeds):',
         "",
         components_table(records),
         "",
@@ -333,16 +346,20 @@ def render_report(
             lines += [f"![{env_slug(env_id)} learning curves]({png.relative_to(out_dir).as_posix()})", ""]
     lines += ["## Reward-hacking diagnostics", "", rule.describe(), ""]
     lines += [
-        "| run | score start -> end | metric | diversity start -> end | ratio | KL end | flagged |",
-        "|---|---|---|---|---|---|---|",
+        "| run | score start -> end | gold start -> end | metric | diversity start -> end | ratio | KL end | flagged |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for rec in ok:
         curve = rec.get("curve") or []
         chk = rule.check(curve)
         s0 = curve[0].get("mean_score") if curve else None
         st = curve[-1].get("mean_score") if curve else None
+        g0 = curve[0].get("gold_score") if curve else None
+        gt = curve[-1].get("gold_score") if curve else None
+        gold = f"{_fmt(g0)} -> {_fmt(gt)}" if _finite(g0) or _finite(gt) else "-"
         lines.append(
-            f"| {rec['run_id']} | {_fmt(s0)} -> {_fmt(st)} | {chk['metric']} | {_fmt(chk['diversity_start'])} -> "
+            f"| {rec['run_id']}{' (oracle)' if rec.get('oracle') else ''} | {_fmt(s0)} -> {_fmt(st)} | {gold} | "
+            f"{chk['metric']} | {_fmt(chk['diversity_start'])} -> "
             f"{_fmt(chk['diversity_end'])} | {_fmt(chk['diversity_ratio'], 2)} | {_fmt((rec.get('final') or {}).get('kl'))} | "
             f"{'**yes**' if chk['flagged'] else 'no'} |"
         )
@@ -354,6 +371,10 @@ def render_report(
                 f"![{env_slug(env_id)} hacking diagnostics]({hack.relative_to(out_dir).as_posix()})",
                 "",
             ]
+    if unreadable:
+        lines += ["## Unreadable run files", "", "| file | reason |", "|---|---|"]
+        lines += [f"| `{Path(u['file']).name}` | {_md_cell(u['reason'], 300)} |" for u in unreadable]
+        lines += ["", "Rerun these runs with `--resume` (they count as not finished).", ""]
     failed = [r for r in records if r.get("status") != "ok"]
     if failed:
         lines += ["## Failed runs", "", "| run | error |", "|---|---|"]
@@ -368,14 +389,15 @@ def render_report(
     for (env_id, agent), recs in _groups(ok).items():
         rec = recs[0]
         lines += [
-            f"**{env_slug(env_id)} / {agent}** (seed {rec.get('seed')})",
+            f"**{env_slug(env_id)} / {agent_label(agent, recs)}** (seed {rec.get('seed')})",
             "",
-            "| prompt | completion | score |",
-            "|---|---|---|",
+            "| prompt | completion | score | gold |",
+            "|---|---|---|---|",
         ]
         for s in rec.get("samples") or []:
             lines.append(
-                f"| {_md_cell(s.get('prompt'))} | {_md_cell(s.get('completion'))} | {_fmt(s.get('score'))} |"
+                f"| {_md_cell(s.get('prompt'))} | {_md_cell(s.get('completion'))} | {_fmt(s.get('score'))} | "
+                f"{_fmt(s.get('gold_score'))} |"
             )
         lines.append("")
     lines += [
@@ -395,20 +417,25 @@ def write_outputs(
     *,
     rule: HackingRule | None = None,
     suite_meta: dict[str, Any] | None = None,
+    unreadable: Sequence[dict[str, str]] | None = None,
 ) -> tuple[Path, Path, str]:
     """``results.csv``, ``curves.csv``, ``plots/*.png`` and ``report.md`` from run records.
 
+    :param unreadable: run files that could not be read (default: every unreadable ``runs/*.json`` in ``out_dir``);
+        the report lists them with the reason.
     :returns: the CSV path, the report path and the results table (Markdown).
     """
     rule = rule or HackingRule()
     out = Path(out_dir)
+    if unreadable is None:
+        unreadable = unreadable_records(out)
     plots_dir = out / PLOTS_DIR
     plots_dir.mkdir(parents=True, exist_ok=True)
     csv_path = write_csv(records, out / RESULTS_CSV, rule)
     write_curves_csv(records, out / CURVES_CSV)
     env_ids = list(dict.fromkeys(r["env_id"] for r in records if r.get("status") == "ok" and r.get("curve")))
     plots = {env_id: plot_env(records, env_id, plots_dir, rule) for env_id in env_ids}
-    report = render_report(records, rule, plots, out, suite_meta)
+    report = render_report(records, rule, plots, out, suite_meta, unreadable)
     report_path = out / REPORT_MD
     tmp = report_path.with_name(f".{REPORT_MD}.tmp")
     tmp.write_text(report, encoding="utf-8")

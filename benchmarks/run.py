@@ -20,8 +20,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from aligngym.benchmarks.agents import get_agent_spec, make_agent
-from aligngym.benchmarks.metrics import distinct_n
+from aligngym.benchmarks.agents import get_agent_spec, is_oracle, make_agent
+from aligngym.benchmarks.metrics import distinct_n, lm_metrics, repetition_rate
 from aligngym.benchmarks.suite import RunSpec
 
 SCHEMA_VERSION = 1
@@ -29,16 +29,32 @@ RUNS_DIR = "runs"
 
 
 class EpisodeInfoRecorder(gym.Wrapper):
-    """Keeps the final ``info`` of every episode (reward components, completion ids) for the evaluation summary."""
+    """Keeps the final ``info`` of every episode and the prompt slot of its first observation (for KL/perplexity).
+
+    ``final_infos[i]`` and ``prompts[i]`` belong to the same episode; a prompt slot is the pair
+    ``(input_ids[:P], attention_mask[:P])`` of the observation ``reset`` returned, P = the env's ``max_prompt_tokens``
+    (``None`` for envs without that layout).
+    """
 
     def __init__(self, env: gym.Env) -> None:
         super().__init__(env)
         self.final_infos: list[dict[str, Any]] = []
+        self.prompts: list[tuple[np.ndarray, np.ndarray] | None] = []
+        self._prompt: tuple[np.ndarray, np.ndarray] | None = None
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        obs, info = self.env.reset(**kwargs)
+        p = getattr(getattr(self.env.unwrapped, "runtime", None), "max_prompt_tokens", None)
+        self._prompt = None
+        if p is not None and isinstance(obs, dict) and "input_ids" in obs and "attention_mask" in obs:
+            self._prompt = (np.array(obs["input_ids"][:p]), np.array(obs["attention_mask"][:p]))
+        return obs, info
 
     def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self.env.step(action)
         if terminated or truncated:
             self.final_infos.append(info)
+            self.prompts.append(self._prompt)
         return obs, reward, terminated, truncated, info
 
 
@@ -50,6 +66,21 @@ def _completion_tokens(info: dict[str, Any], eos_id: int | None) -> list[Any]:
     return str(info.get("completion", "")).split()
 
 
+def _gold(infos: list[dict[str, Any]]) -> tuple[float | None, dict[str, float], str | None]:
+    """Mean ``info["gold_score"]`` and gold components over episodes; a note when only some episodes carry one."""
+    golds = [info.get("gold_score") for info in infos]
+    present = [g for g in golds if g is not None]
+    if not present:
+        return None, {}, None
+    if len(present) != len(golds):
+        return None, {}, f"only {len(present)} of {len(golds)} episodes reported gold_score"
+    comps: dict[str, list[float]] = {}
+    for info in infos:
+        for name, value in (info.get("gold_components") or {}).items():
+            comps.setdefault(name, []).append(float(value))
+    return float(np.mean(present)), {k: float(np.mean(v)) for k, v in comps.items()}, None
+
+
 def evaluate_point(
     agent: Any,
     env: EpisodeInfoRecorder,
@@ -58,17 +89,22 @@ def evaluate_point(
     deterministic: bool,
     samples: int,
 ) -> dict[str, Any]:
-    """One evaluation of ``agent`` on the (test) ``env``: returns, score, components, diversity, samples.
+    """One evaluation of ``agent`` on the (test) ``env``: returns, score, gold, KL, perplexity, diversity, samples.
 
     :param env: the test env wrapped in :class:`EpisodeInfoRecorder`.
     :param n_episodes: ``None``: every prompt of the split once; else that many episodes (prompts drawn, seed 0).
-    :returns: ``mean_return``, ``std_return``, ``mean_score``, ``std_score``, ``mean_length`` (tokens incl. EOS),
-        ``distinct_1``, ``distinct_2``, ``reward_components`` (name -> mean), ``eval_time`` (s) and ``samples``
-        (the first ``samples`` episodes as ``{"prompt", "completion", "score"}``).
+    :param deterministic: greedy (``True``) or sampled actions.
+    :param samples: completions kept (the first episodes').
+    :returns: ``mean_return``, ``std_return``, ``mean_score``, ``std_score``, ``gold_score`` (mean of the final
+        ``info["gold_score"]``, ``None`` when the env reports none), ``gold_components``, ``kl`` and ``ref_ppl``
+        (:func:`~aligngym.benchmarks.metrics.lm_metrics`; ``None`` with ``kl_note`` / ``ref_ppl_note`` saying why),
+        ``length`` (= ``mean_length``: tokens incl. EOS), ``distinct_1``, ``distinct_2``, ``repetition``,
+        ``reward_components`` (name -> mean), ``eval_time`` (s) and ``samples`` (``{"prompt", "completion",
+        "score"}``, plus ``gold_score`` when reported).
     """
     from aligngym.agents.base import evaluate
 
-    env.final_infos = []
+    env.final_infos, env.prompts = [], []
     result = evaluate(agent, env, n_episodes=n_episodes, deterministic=deterministic, seed=0)
     infos = env.final_infos
     runtime = getattr(env.unwrapped, "runtime", None)
@@ -78,21 +114,45 @@ def evaluate_point(
     for info in infos:
         for name, value in (info.get("reward_components") or {}).items():
             components.setdefault(name, []).append(float(value))
+    gold, gold_components, gold_note = _gold(infos)
+    t0 = time.perf_counter()
+    if infos and all(p is not None for p in env.prompts) and all("completion_ids" in i for i in infos):
+        lm = lm_metrics(
+            agent,
+            runtime,
+            np.stack([p[0] for p in env.prompts if p is not None]),
+            np.stack([p[1] for p in env.prompts if p is not None]),
+            [list(i["completion_ids"]) for i in infos],
+        )
+    else:
+        why = "the env records no prompt slot or completion ids"
+        lm = {"kl": None, "kl_note": why, "ref_ppl": None, "ref_ppl_note": why}
     scores = result["scores"]
+    kept = [
+        {"prompt": p, "completion": c, "score": float(s)}
+        for (p, c), s in zip(result["completions"][:samples], scores[:samples])
+    ]
+    for sample, info in zip(kept, infos):
+        if info.get("gold_score") is not None:
+            sample["gold_score"] = float(info["gold_score"])
     return {
         "mean_return": result["mean_return"],
         "std_return": result["std_return"],
         "mean_score": result["mean_score"],
         "std_score": result["std_score"],
+        "gold_score": gold,
+        "gold_components": gold_components,
+        "gold_note": gold_note,
+        **lm,
         "mean_length": result["mean_length"],
+        "length": result["mean_length"],
         "distinct_1": distinct_n(tokens, 1),
         "distinct_2": distinct_n(tokens, 2),
+        "repetition": repetition_rate(tokens),
         "reward_components": {k: float(np.mean(v)) for k, v in components.items()},
         "eval_time": result["wall_time"],
-        "samples": [
-            {"prompt": p, "completion": c, "score": float(s)}
-            for (p, c), s in zip(result["completions"][:samples], scores[:samples])
-        ],
+        "metrics_time": time.perf_counter() - t0,
+        "samples": kept,
     }
 
 
@@ -153,18 +213,6 @@ def _machine() -> dict[str, Any]:
     }
 
 
-def _kl_of(agent: Any) -> float:
-    """The agent's latest ``charts/kl`` (KL to the reference), NaN when it logs none."""
-    logger = getattr(agent, "logger", None)
-    latest = getattr(logger, "latest", None)
-    if not callable(latest):
-        return float("nan")
-    try:
-        return float(latest("charts/kl"))
-    except Exception:
-        return float("nan")
-
-
 def execute_run(
     spec: RunSpec,
     out_dir: str | Path,
@@ -195,6 +243,7 @@ def execute_run(
         "agent": spec.agent,
         "agent_name": spec.factory_name,
         "seed": spec.seed,
+        "oracle": _spec_oracle(spec),
         "status": "running",
         "error": None,
         "traceback": None,
@@ -226,6 +275,7 @@ def execute_run(
             **spec.agent_kwargs,
         )
         record["device"] = str(getattr(agent, "device", spec.device))
+        record["oracle"] = is_oracle(agent_spec, agent)
 
         def evaluate_now(budget_step: int) -> dict[str, Any]:
             step = int(getattr(agent, "num_timesteps", budget_step)) if agent_spec.learns else budget_step
@@ -236,9 +286,7 @@ def execute_run(
                 deterministic=spec.eval_deterministic,
                 samples=spec.samples,
             )
-            point.update(
-                step=step, train_time=train_time, wall_time=time.perf_counter() - start, kl=_kl_of(agent)
-            )
+            point.update(step=step, train_time=train_time, wall_time=time.perf_counter() - start)
             return point
 
         if progress:
@@ -294,12 +342,35 @@ def execute_run(
     return _jsonable(record)
 
 
-def _read_record(path: Path) -> dict[str, Any] | None:
+def read_record(path: Path) -> dict[str, Any]:
+    """A run record from its JSON file.
+
+    :raises ValueError: when the file cannot be read, is not valid JSON (truncated or corrupt), is not an object, or
+        has no ``run_id``; the message says which.
+    """
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        text = path.read_bytes().decode("utf-8")
+    except OSError as err:
+        raise ValueError(f"cannot read it ({type(err).__name__}: {err})") from err
+    except UnicodeDecodeError as err:
+        raise ValueError(f"not UTF-8 text ({err})") from err
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"not valid JSON, truncated or corrupt ({err}; {len(text)} characters)") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"a run record must be a JSON object, got {type(data).__name__}")
+    if "run_id" not in data:
+        raise ValueError("a JSON object without run_id (not a run record)")
+    return data
+
+
+def _read_record(path: Path) -> dict[str, Any] | None:
+    """:func:`read_record`, or ``None`` when the file is missing or unreadable (the caller decides what that means)."""
+    try:
+        return read_record(path)
+    except ValueError:
         return None
-    return data if isinstance(data, dict) else None
 
 
 def finished_record(out_dir: str | Path, spec: RunSpec) -> dict[str, Any] | None:
@@ -308,6 +379,14 @@ def finished_record(out_dir: str | Path, spec: RunSpec) -> dict[str, Any] | None
     if rec and rec.get("status") == "ok" and rec.get("fingerprint") == spec.fingerprint():
         return rec
     return None
+
+
+def _spec_oracle(spec: RunSpec) -> bool:
+    """The agent table's oracle label of ``spec`` (``False`` for an agent the table cannot name)."""
+    try:
+        return get_agent_spec(spec.factory_name).oracle
+    except ValueError:
+        return False
 
 
 def _failed_record(spec: RunSpec, err: BaseException) -> dict[str, Any]:
@@ -320,6 +399,7 @@ def _failed_record(spec: RunSpec, err: BaseException) -> dict[str, Any]:
         "agent": spec.agent,
         "agent_name": spec.factory_name,
         "seed": spec.seed,
+        "oracle": _spec_oracle(spec),
         "status": "failed",
         "error": f"{type(err).__name__}: {err}",
         "traceback": "".join(traceback.format_exception(type(err), err, err.__traceback__)),
