@@ -1,0 +1,89 @@
+"""The shipped multi-turn tasks and their registration (``aligngym/Dialogue-*``, ``aligngym/Guess-*``).
+
+``Dialogue``: a helpful assistant talks with a scripted user who opens with an everyday question (the Preference
+task's prompts) and follows up; every turn is scored by the shipped preference reward model. ``Guess``: twenty
+questions over a shipped attribute table, with a verifiable outcome (restricted to 8 one-token actions by default).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+
+from aligngym.envs.dialogue import DialogueTask
+
+GUESS_ACTIONS = (" fly", " swim", " eggs", " big", " cat", " dog", " fish", " bird")
+
+DIALOGUE_TASKS: dict[str, DialogueTask] = {
+    "Dialogue": DialogueTask(
+        name="Dialogue",
+        description="helpful assistant in a multi-turn chat with a scripted user; each turn scored by the "
+        "preference reward model",
+        prompt_file="preference_prompts.jsonl",
+        simulator="scripted",
+        turn_scorer="preference_rm",
+        scorer=None,
+        turn_prompt="Q: {user}\nA:",
+        max_turns=3,
+        max_turn_tokens=24,
+        max_context_tokens=192,
+        opening_regex=r"Q: (.*)\nA:",
+    ),
+    "Guess": DialogueTask(
+        name="Guess",
+        description="twenty questions: ask yes/no questions about a secret animal, then guess it (one guess; "
+        "8 one-token actions, 4 turns; difficulty 1-3)",
+        prompt_file=None,
+        simulator="guess",
+        simulator_kwargs={"difficulty": 1},
+        turn_scorer=None,
+        scorer="goal",
+        max_turns=4,
+        max_turn_tokens=1,
+        max_context_tokens=112,
+        action_vocab=GUESS_ACTIONS,
+        chat_template=("\nU:", "\nA:"),
+    ),
+}
+
+
+def get_dialogue_task(task: str | DialogueTask) -> DialogueTask:
+    """A :class:`DialogueTask` by name (case-insensitive), or the task itself."""
+    if isinstance(task, DialogueTask):
+        return task
+    for name, t in DIALOGUE_TASKS.items():
+        if name.lower() == str(task).lower():
+            return t
+    raise ValueError(f"unknown dialogue task {task!r}; dialogue tasks: {', '.join(DIALOGUE_TASKS)}")
+
+
+def dialogue_env_ids(task: DialogueTask) -> tuple[str, str]:
+    return f"aligngym/{task.name}-Token-v0", f"aligngym/{task.name}-Sequence-v0"
+
+
+def register_dialogue_envs() -> list[str]:
+    """Register every dialogue task's two ids (idempotent); returns the ids."""
+    try:
+        from aligngym.envs.tasks import register_env
+    except ImportError:  # an older tasks.py without the shared table
+        register_env = None
+    ids: list[str] = []
+    for task in DIALOGUE_TASKS.values():
+        for env_id, kind in zip(dialogue_env_ids(task), ("Token", "Sequence")):
+            entry = f"aligngym.envs.dialogue:Dialogue{kind}Env"
+            kwargs: dict[str, Any] = {"task": task.name}
+            if register_env is not None:
+                register_env(
+                    env_id,
+                    entry,
+                    kwargs=kwargs,
+                    description=f"[multi-turn {kind.lower()}] {task.description}",
+                )
+            elif env_id not in gym.registry:
+                gym.register(id=env_id, entry_point=entry, kwargs=kwargs)
+            ids.append(env_id)
+    return ids
+
+
+register_dialogue_envs()
