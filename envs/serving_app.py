@@ -305,6 +305,15 @@ class ServingGuard:
                     return {"type": "websocket.disconnect", "code": 1001}
                 if msg["type"] != "websocket.receive":
                     return msg
+                if hub.draining:  # no new work once the drain has begun: the session ends here
+                    closed[0] = True
+                    try:
+                        await send(
+                            {"type": "websocket.close", "code": 1012, "reason": "the server is shutting down"}
+                        )
+                    except (ClientDisconnected, OSError, RuntimeError):
+                        pass
+                    return {"type": "websocket.disconnect", "code": 1012}
                 data = msg.get("text")
                 size = _text_bytes(data if data is not None else msg.get("bytes") or b"")
                 if size > limit:
