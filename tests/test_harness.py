@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import signal
 import sys
 import types
 from pathlib import Path
@@ -34,6 +36,16 @@ class ExplodingAgent(RandomAgent):
         if self.num_timesteps > total_timesteps:
             raise RuntimeError("boom in learn")
         return self
+
+
+class SelfKillingAgent(RandomAgent):
+    """Kills its own process with SIGKILL in ``learn`` while ``ALIGNGYM_TEST_SIGKILL`` is set (a worker dying
+    mid-run, as under the out-of-memory killer)."""
+
+    def learn(self, total_timesteps: int, callback: Any = None) -> SelfKillingAgent:
+        if os.environ.get("ALIGNGYM_TEST_SIGKILL"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().learn(total_timesteps, callback)
 
 
 class InterruptingAgent(RandomAgent):
@@ -220,6 +232,33 @@ def test_an_interrupted_suite_keeps_the_runs_that_finished(tmp_path: Path) -> No
     assert not run_json_path(tmp_path, "Target-Token-v0__qlearning__s0").exists()
     assert not list((tmp_path / "runs").glob(".*.tmp"))
     assert (tmp_path / "report.md").is_file()
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
+def test_a_worker_killed_mid_run_fails_only_that_run_and_resume_reruns_only_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    suite = {
+        "agents": {"killed": {"agent": "tests.test_harness:SelfKillingAgent"}},
+        "runs": [
+            {"envs": [TOKEN], "agents": ["killed", "random"], "seeds": 1, "steps": 40, "eval_points": 1}
+        ],
+    }
+    specs = expand_suite(suite, device="cpu")
+    killed_id, random_id = (s.run_id for s in specs)
+    monkeypatch.setenv("ALIGNGYM_TEST_SIGKILL", "1")  # the spawned workers inherit it
+    result = run_suite(specs, tmp_path, workers=2, progress=False, log=lambda _: None)
+    killed = json.loads(run_json_path(tmp_path, killed_id).read_text())
+    assert killed["status"] == "failed" and killed["error"].startswith("WorkerDied")
+    assert "killed by SIGKILL (exit code -9)" in killed["error"]
+    assert result.failed == [killed_id] and not result.interrupted
+    assert json.loads(run_json_path(tmp_path, random_id).read_text())["status"] == "ok"
+    assert "SIGKILL" in (tmp_path / "report.md").read_text()
+    monkeypatch.delenv("ALIGNGYM_TEST_SIGKILL")
+    again = run_suite(
+        specs, tmp_path, workers=2, resume=True, progress=False, report=False, log=lambda _: None
+    )
+    assert again.ran == [killed_id] and again.skipped == [random_id] and again.failed == []
 
 
 # -- suites ----------------------------------------------------------------------------------------------------------
