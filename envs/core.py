@@ -181,6 +181,20 @@ class TokenEnv(AlignmentEnv):
 
     ## Version History
     * v0: initial release.
+
+    ## Example
+    >>> import gymnasium as gym
+    >>> import aligngym.envs
+    >>> env = gym.make("aligngym/Target-Token-v0")
+    >>> obs, info = env.reset(seed=0)
+    >>> info["prompt"], env.action_space, obs["input_ids"].shape
+    ('Say: yellow red blue.', Discrete(5), (16,))
+    >>> for action in (3, 0, 4):  # " yellow", " red", then EOS
+    ...     obs, reward, terminated, truncated, info = env.step(action)
+    >>> terminated, info["completion"], round(reward, 3), info["finish_reason"]
+    (True, ' yellow red', 0.667, 'eos')
+    >>> info["gold_score"] == info["score"]  # Target's gold judge is its exact reward
+    True
     """
 
     def __init__(self, task: str | Task = "Text", render_mode: str | None = None, **options: Any) -> None:
@@ -269,6 +283,18 @@ class SequenceEnv(AlignmentEnv):
 
     ## Version History
     * v0: initial release.
+
+    ## Example
+    >>> import gymnasium as gym
+    >>> import numpy as np
+    >>> import aligngym.envs
+    >>> env = gym.make("aligngym/Target-Sequence-v0")
+    >>> obs, info = env.reset(seed=0)
+    >>> env.action_space
+    MultiDiscrete([5 5 5 5])
+    >>> obs, reward, terminated, truncated, info = env.step(np.array([3, 0, 4, 4]))  # cut at the first EOS
+    >>> info["completion"], info["finish_reason"], terminated, round(reward, 3)
+    (' yellow red', 'eos', True, 0.667)
     """
 
     def __init__(self, task: str | Task = "Text", render_mode: str | None = None, **options: Any) -> None:

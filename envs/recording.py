@@ -47,6 +47,22 @@ class RecordEpisodes(gym.Wrapper, gym.utils.RecordConstructorArgs):
     :param path: ``*.jsonl`` (appended to, line by line, flushed after every episode) or ``*.parquet`` (needs
         ``pyarrow``; episodes are kept in memory and the file is rewritten by :meth:`flush` and ``close()``).
     :param flush_every: Parquet only: rewrite the file every this many episodes (0: only at ``close()``).
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import gymnasium as gym
+    >>> import numpy as np
+    >>> import aligngym.envs
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     env = RecordEpisodes(gym.make("aligngym/Target-Sequence-v0"), Path(tmp) / "episodes.jsonl")
+    ...     _ = env.reset(seed=0)
+    ...     _ = env.step(np.array([3, 0, 4, 4]))
+    ...     env.close()
+    ...     [episode] = load_episodes(Path(tmp) / "episodes.jsonl")
+    >>> episode["completion"], round(episode["score"], 3), round(episode["gold_score"], 3)
+    (' yellow red', 0.667, 0.667)
+    >>> episodes_to_sft_pairs([episode])
+    [('Say: yellow red blue.', ' yellow red')]
     """
 
     def __init__(self, env: gym.Env, path: str | Path, flush_every: int = 0) -> None:

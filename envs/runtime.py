@@ -175,7 +175,10 @@ class TaskRuntime:
         self.gold_spec: Any = None if gold is False else (gold if gold is not None else self.task.gold)
         self._gold: BaseScorer | None = None
         if self.gold_spec is not None and not isinstance(self.gold_spec, str | dict):
-            self._gold = make_scorer(self.gold_spec, device=device)
+            try:
+                self._gold = make_scorer(self.gold_spec, device=device)
+            except TypeError as err:
+                raise TypeError(f"gold={self.gold_spec!r} is not a scorer spec: {err}") from err
         self.reference_spec = reference_model
         self.ref_logprob_coef = float(ref_logprob_coef)
         if self.ref_logprob_coef != 0.0 and reference_model is None:

@@ -97,6 +97,7 @@ TASKS: dict[str, Task] = {
         description="say the requested colour words (1-3) then EOS; 5 actions, horizon 4, exact word-match reward",
         prompt_file="target.jsonl",
         scorer="target",
+        gold="target",
         max_prompt_tokens=12,
         max_new_tokens=4,
         action_vocab=(*TARGET_WORDS, "<|endoftext|>"),

@@ -60,6 +60,20 @@ class TokenVectorEnv(AlignmentVectorEnv):
 
     ## Version History
     * v0: initial release.
+
+    ## Example
+    >>> import gymnasium as gym
+    >>> import numpy as np
+    >>> import aligngym.envs
+    >>> venv = gym.make_vec("aligngym/Target-Token-v0", num_envs=3)
+    >>> type(venv).__name__, venv.single_action_space
+    ('TokenVectorEnv', Discrete(5))
+    >>> obs, infos = venv.reset(seed=0)
+    >>> obs["input_ids"].shape, infos["prompt"].tolist()
+    ((3, 16), ['Say: yellow red blue.', 'Say: red yellow.', 'Say: yellow red blue.'])
+    >>> obs, rewards, terminated, truncated, infos = venv.step(np.array([3, 0, 4]))  # row 2 says EOS
+    >>> terminated.tolist(), infos["_score"].tolist(), infos["completion"][2]
+    ([False, False, True], [False, False, True], '')
     """
 
     def _make_action_space(self) -> spaces.Space[Any]:
@@ -163,6 +177,17 @@ class SequenceVectorEnv(AlignmentVectorEnv):
 
     ## Version History
     * v0: initial release.
+
+    ## Example
+    >>> import gymnasium as gym
+    >>> import numpy as np
+    >>> import aligngym.envs
+    >>> venv = gym.make_vec("aligngym/Target-Sequence-v0", num_envs=2)
+    >>> obs, infos = venv.reset(seed=0)
+    >>> actions = np.array([[3, 0, 4, 4], [0, 3, 4, 4]])  # " yellow red", " red yellow"
+    >>> obs, rewards, terminated, truncated, infos = venv.step(actions)
+    >>> infos["completion"].tolist(), rewards.round(3).tolist(), terminated.tolist()
+    ([' yellow red', ' red yellow'], [0.667, 1.0], [True, True])
     """
 
     def _make_action_space(self) -> spaces.Space[Any]:

@@ -52,6 +52,23 @@ class AlignmentVectorEnv(gym.vector.VectorEnv):
     generic Gymnasium/SB3 code must not be given it (``make_vec``'s warning about that is silenced for these
     classes). ``gym.make_vec`` refuses ``wrappers=`` for a vector entry point: to wrap single envs use
     ``vectorization_mode="sync"`` (the vector-only options above are then accepted and ignored by each single env).
+
+    Batch mode, as an LM rollout uses it:
+
+    >>> import gymnasium as gym
+    >>> import numpy as np
+    >>> import aligngym.envs
+    >>> venv = gym.make_vec("aligngym/Target-Token-v0", num_envs=2, autoreset_mode="batch")
+    >>> obs, infos = venv.reset(seed=0)
+    >>> _, _, terminated, _, _ = venv.step(np.array([4, 0]))  # row 0 says EOS and idles
+    >>> terminated.tolist(), venv.unwrapped.active.tolist()
+    ([True, False], [False, True])
+    >>> _, _, terminated, _, _ = venv.step(np.array([0, 4]))  # row 0's action is ignored; row 1 ends
+    >>> terminated.tolist(), venv.unwrapped.active.tolist()
+    ([False, True], [False, False])
+    >>> _, _, _, _, infos = venv.step(np.array([0, 0]))  # every row starts a new episode
+    >>> venv.unwrapped.active.tolist(), infos["_prompt"].tolist()
+    ([True, True], [True, True])
     """
 
     metadata: dict[str, Any] = {"render_modes": ["ansi"], "render_fps": 4, "autoreset_mode": NEXT_STEP}

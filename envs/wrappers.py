@@ -171,6 +171,15 @@ class FlatTokenObservation(gym.ObservationWrapper, gym.utils.RecordConstructorAr
         the mask is 0, shape (L,).
     :param pad_value: fill value of the ``"ids"`` layout (default -1, outside the id range).
     :param scale: float32 only: ids / (V - 1) in [0, 1].
+
+    >>> import gymnasium as gym
+    >>> import aligngym.envs
+    >>> env = FlatTokenObservation(gym.make("aligngym/Target-Token-v0"))  # or gym.make(".../Target-Token-Flat-v0")
+    >>> obs, info = env.reset(seed=0)
+    >>> obs.shape, obs.dtype, env.observation_space.contains(obs)
+    ((32,), dtype('int64'), True)
+    >>> int(obs[16:].sum())  # the attention-mask half: the prompt's 7 tokens
+    7
     """
 
     def __init__(
@@ -201,7 +210,15 @@ class FlatTokenObservation(gym.ObservationWrapper, gym.utils.RecordConstructorAr
 
 class VectorFlatTokenObservation(_FinalObsVectorWrapper):
     """:class:`FlatTokenObservation` for a Gymnasium ``VectorEnv`` (native or sync): (N, L) -> (N, 2L) or (N, L);
-    SAME_STEP's ``final_obs`` is converted too."""
+    SAME_STEP's ``final_obs`` is converted too.
+
+    >>> import gymnasium as gym
+    >>> import aligngym.envs
+    >>> venv = VectorFlatTokenObservation(gym.make_vec("aligngym/Target-Token-v0", num_envs=4), layout="ids")
+    >>> obs, infos = venv.reset(seed=0)
+    >>> obs.shape, venv.single_observation_space.shape
+    ((4, 16), (16,))
+    """
 
     def __init__(
         self,
@@ -411,6 +428,21 @@ class EmbeddingObservation(gym.ObservationWrapper, gym.utils.RecordConstructorAr
     :param env: an aligngym env (or one wrapped around it).
     :param embedder: an :class:`ObservationEmbedder` to share (e.g. with a vector env); otherwise one is built from
         ``embedder_kwargs`` (``encoder``, ``input_embeddings``, ``device``, ``layout``, ``normalize`` ...).
+
+    With the default MiniLM encoder the vector has 2 * 384 + 1 entries; here a small (V, 8) matrix stands in for a
+    causal LM's input embeddings (mean of the rows of the observed ids):
+
+    >>> import gymnasium as gym
+    >>> import numpy as np
+    >>> import aligngym.envs
+    >>> table = np.random.default_rng(0).normal(size=(2048, 8)).astype(np.float32)
+    >>> env = EmbeddingObservation(gym.make("aligngym/Target-Token-v0"), input_embeddings=table)
+    >>> obs, info = env.reset(seed=0)
+    >>> obs.shape, obs.dtype, float(obs[-1])  # [E(prompt), E(completion), tokens left / budget]
+    ((17,), dtype('float32'), 1.0)
+    >>> obs, *_ = env.step(0)
+    >>> float(obs[-1])
+    0.75
     """
 
     def __init__(
@@ -437,7 +469,18 @@ class EmbeddingObservation(gym.ObservationWrapper, gym.utils.RecordConstructorAr
 
 class VectorEmbeddingObservation(_FinalObsVectorWrapper):
     """:class:`EmbeddingObservation` for a Gymnasium ``VectorEnv`` (native or sync): one batched encoder call per
-    step for every row ((N, L) -> (N, D)); SAME_STEP's ``final_obs`` is converted too."""
+    step for every row ((N, L) -> (N, D)); SAME_STEP's ``final_obs`` is converted too.
+
+    >>> import gymnasium as gym
+    >>> import numpy as np
+    >>> import aligngym.envs
+    >>> table = np.random.default_rng(0).normal(size=(2048, 8)).astype(np.float32)
+    >>> venv = gym.make_vec("aligngym/Target-Token-v0", num_envs=3)
+    >>> venv = VectorEmbeddingObservation(venv, input_embeddings=table)
+    >>> obs, infos = venv.reset(seed=0)
+    >>> obs.shape
+    (3, 17)
+    """
 
     def __init__(
         self, env: gym.vector.VectorEnv, embedder: ObservationEmbedder | None = None, **embedder_kwargs: Any

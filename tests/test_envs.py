@@ -437,3 +437,65 @@ def test_list_envs_has_both_granularities_for_every_task() -> None:
     assert all(isinstance(v, str) and v for v in ids.values())
     for env_id in ids:
         assert gym.spec(env_id).max_episode_steps is None
+
+
+def test_list_envs_lists_observation_variants_on_request() -> None:
+    base = list_envs()
+    everything = list_envs(variants=True)
+    assert set(base) < set(everything)
+    for task in aligngym.envs.TASKS:
+        for kind in ("Token", "Sequence"):
+            for variant in ("Flat", "Embedding"):
+                vid = f"aligngym/{task}-{kind}-{variant}-v0"
+                assert vid in everything and vid not in base and vid in gym.registry
+    flat = gym.make("aligngym/Target-Token-Flat-v0")  # registered by `import aligngym.envs` alone
+    assert isinstance(flat.observation_space, gym.spaces.Box)
+
+
+def test_register_env_records_ids_of_other_modules_with_their_description() -> None:
+    from aligngym.envs.tasks import ENVS, register_env
+
+    env_id = "aligngym/RegistryDemo-Token-v0"
+    try:
+        got = register_env(
+            env_id,
+            "aligngym.envs.core:TokenEnv",
+            vector_entry_point="aligngym.envs.vector:TokenVectorEnv",
+            kwargs={"task": "Target"},
+            description="a demo id registered by another module",
+        )
+        assert got == env_id and list_envs()[env_id] == "a demo id registered by another module"
+        assert (
+            register_env(env_id, "aligngym.envs.core:TokenEnv", description="again") == env_id
+        )  # idempotent
+        env = gym.make(env_id)
+        assert env.unwrapped.runtime.task.name == "Target"
+    finally:
+        ENVS.pop(env_id, None)
+        gym.registry.pop(env_id, None)
+    with pytest.raises(ValueError, match="aligngym/"):
+        register_env("Demo-v0", "aligngym.envs.core:TokenEnv", description="x")
+    with pytest.raises(ValueError, match="description"):
+        register_env("aligngym/Demo-v0", "aligngym.envs.core:TokenEnv")
+
+
+def test_moved_names_keep_their_old_homes() -> None:
+    from aligngym.envs import core, recording, runtime, tasks, vector, vector_base, wrappers
+    from aligngym.envs.data import data_path
+
+    assert wrappers.RecordEpisodes is recording.RecordEpisodes
+    assert wrappers.load_episodes is recording.load_episodes
+    assert wrappers.runtime_of is core.runtime_of is runtime.runtime_of
+    assert core.TaskRuntime is runtime.TaskRuntime
+    assert tasks.data_path is data_path and data_path("keywords.jsonl").is_file()
+    assert vector.AlignmentVectorEnv is vector_base.AlignmentVectorEnv
+    assert wrappers.register_observation_variants is tasks.register_observation_variants
+
+
+def test_scorer_modules_import_one_way() -> None:
+    code = (
+        "import sys; import aligngym.envs.scorers.classifier; "
+        "assert 'aligngym.envs.scorers.reward_model' not in sys.modules; print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
