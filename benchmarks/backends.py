@@ -102,9 +102,10 @@ def run_suite(
 ) -> SuiteResult:
     """Run every spec, then write ``results.csv``, ``curves.csv``, ``report.md`` and ``plots/*.png``.
 
-    :param workers: runs at a time. ``1`` with the local backend runs in this process; more uses a pool of spawned
-        processes (spawn, not fork: forking after torch started its threads hangs workers), each with one torch
-        thread.
+    :param workers: runs at a time. ``1`` with the local backend runs in this process; more runs each run in its own
+        spawned process (spawn, not fork: forking after torch started its threads hangs workers), ``workers`` at a
+        time, each with ``threads`` torch threads; a process that dies mid-run fails that run alone
+        (``WorkerDied: ... killed by SIGKILL``) and the others go on.
     :param backend: ``"local"`` or ``"ray"`` (``ray.init(address)`` when ``address`` is given, else a local Ray with
         ``workers`` CPUs; every run is a task with ``num_cpus=1`` and the driver writes its JSON).
     :param resume: skip runs whose JSON says ``ok`` with the same fingerprint (failed runs run again).

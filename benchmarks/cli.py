@@ -11,6 +11,7 @@ import argparse
 import importlib
 import json
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -173,9 +174,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from aligngym.benchmarks.report import load_records, write_outputs
     from aligngym.benchmarks.suite import hacking_rule_of, load_suite
 
-    records = load_records(args.out)
+    unreadable: list[dict[str, str]] = []
+    with warnings.catch_warnings():  # listed below and in the report instead
+        warnings.simplefilter("ignore", UserWarning)
+        records = load_records(args.out, unreadable=unreadable)
+    for bad in unreadable:
+        print(f"aligngym: unreadable run file {bad['file']}: {bad['reason']}", file=sys.stderr)
     if not records:
-        print(f"aligngym: no run JSON in {Path(args.out) / 'runs'}", file=sys.stderr)
+        print(f"aligngym: no readable run JSON in {Path(args.out) / 'runs'}", file=sys.stderr)
         return 2
     suite = load_suite(args.config) if args.config else {}
     stored = (
@@ -184,7 +190,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
         else {}
     )
     meta = stored.get("suite") if isinstance(stored, dict) else None
-    _, report, table = write_outputs(records, args.out, rule=hacking_rule_of(suite), suite_meta=meta)
+    _, report, table = write_outputs(
+        records, args.out, rule=hacking_rule_of(suite), suite_meta=meta, unreadable=unreadable
+    )
     print(table)
     print(f"\nreport: {report}", file=sys.stderr)
     return 0

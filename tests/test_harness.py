@@ -379,6 +379,21 @@ def test_cli_report_rebuilds_outputs_from_run_jsons(
     assert (out / "report.md").is_file() and (out / "results.csv").is_file()
 
 
+def test_cli_report_lists_a_truncated_run_json_as_unreadable(
+    tiny_out: tuple[Path, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "copy"
+    shutil.copytree(tiny_out[0], out)
+    torn = run_json_path(out, "Target-Token-v0__random__s1")
+    torn.write_bytes(torn.read_bytes()[:100])  # an interrupted, non-atomic copy
+    assert cli.main(["report", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "unreadable run file" in captured.err and torn.name in captured.err
+    report = (out / "report.md").read_text()
+    assert "## Unreadable run files" in report and torn.name in report and "truncated or corrupt" in report
+    assert "| Target-Token-v0 | random | 1/1 |" in captured.out  # the readable seed is still reported
+
+
 def test_cli_list_prints_envs_scorers_agents(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["list"]) == 0
     text = capsys.readouterr().out
