@@ -328,7 +328,8 @@ for _spec in (
         "guided-decoding",
         _ours("aligngym.agents.decoding:RewardGuidedDecoder"),
         "aligngym.agents.decoding",
-        "reward-guided decoding: reference logits + w * bonus of the env's scorer on the test rows (an oracle)",
+        "reward-guided decoding: reference logits + w * scorer bonus; an oracle (reads the evaluation scorer and the "
+        "test rows' context) unless guide_scorer= names a proxy scorer or reward model",
         learns=False,
         oracle=True,
     ),
@@ -336,7 +337,7 @@ for _spec in (
         "guided-decoding-oracle",
         _ours("aligngym.agents.decoding:RewardGuidedDecoder"),
         "aligngym.agents.decoding",
-        "reward-guided decoding with the evaluation scorer and the test rows' context (an oracle, labelled so)",
+        "reward-guided decoding in its oracle mode: the evaluation scorer and the test rows' context (labelled so)",
         learns=False,
         oracle=True,
     ),
@@ -404,10 +405,11 @@ def make_agent(
 
 
 def is_oracle(spec: AgentSpec, agent: Any = None) -> bool:
-    """Whether a run of ``spec`` is an oracle: the agent's own ``oracle`` attribute (or config field) when it has
-    one (a decoder whose mode decides it), else the table's ``spec.oracle``."""
-    for holder in (agent, getattr(agent, "config", None)):
-        value = getattr(holder, "oracle", None) if holder is not None else None
+    """Whether a run of ``spec`` is an oracle: the agent's own ``is_oracle`` (or ``oracle``) attribute when it has
+    one (``RewardGuidedDecoder`` sets it from its mode: no ``guide_scorer`` = oracle), else the table's
+    ``spec.oracle``."""
+    for name in ("is_oracle", "oracle"):
+        value = getattr(agent, name, None) if agent is not None else None
         if isinstance(value, bool):
             return value
     return spec.oracle

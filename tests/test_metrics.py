@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+import aligngym.envs  # noqa: F401  (registers the ids)
 from aligngym.benchmarks.agents import AGENTS, is_oracle
 from aligngym.benchmarks.metrics import (
     HackingRule,
@@ -191,7 +192,7 @@ def test_guided_decoding_is_labelled_an_oracle_in_the_agent_table() -> None:
     assert not AGENTS["ppo"].oracle
 
     class Decoder:
-        oracle = False  # an agent whose mode says it reads no test context
+        is_oracle = False  # RewardGuidedDecoder with guide_scorer=: reads no test context
 
     assert not is_oracle(AGENTS["guided-decoding"], Decoder())
 
@@ -221,3 +222,13 @@ def test_report_lists_a_truncated_run_json_as_unreadable(tmp_path: Path) -> None
         row = next(csv.DictReader(fh))
     assert row["gold_score"] == "0.4" and float(row["gold_minus_score"]) == pytest.approx(-0.1)
     assert row["kl"] == "1.5" and row["ref_ppl"] == "9.0" and row["oracle"] == "False"
+
+
+def test_the_decoder_is_labelled_by_its_mode() -> None:
+    from aligngym.benchmarks.agents import make_agent
+
+    env = gym.make("aligngym/Target-Token-v0")
+    spec = AGENTS["guided-decoding"]
+    oracle = make_agent("guided-decoding", env, device="cpu")
+    proxy = make_agent("guided-decoding", env, device="cpu", guide_scorer="length")
+    assert is_oracle(spec, oracle) and not is_oracle(spec, proxy)
