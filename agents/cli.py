@@ -35,16 +35,28 @@ def agent_parser(
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--env", default=env, help="a registered aligngym id")
     parser.add_argument("--steps", type=int, default=steps, help=steps_help)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--max-new-tokens", type=int, default=None, help="override the task's completion budget"
     )
-    parser.add_argument("--log-dir", default=None, help="TensorBoard directory")
     parser.add_argument("--save", default=None, help="directory to save the trained agent to")
+    add_run_flags(parser, torch_flags=torch_flags)
+    return parser
+
+
+def add_run_flags(parser: argparse.ArgumentParser, torch_flags: bool = True, threads: int = 1) -> None:
+    """Add the flags of any training command: ``--seed``, ``--log-dir``, and ``--device`` / ``--threads``.
+
+    :param parser: the parser to extend (also used by ``python -m aligngym.agents.reward_modeling``).
+    :param torch_flags: add ``--device`` and ``--threads``.
+    :param threads: the default of ``--threads`` (0: torch's own default).
+    """
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--log-dir", default=None, help="TensorBoard directory")
     if torch_flags:
         parser.add_argument("--device", default="auto")
-        parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    return parser
+        parser.add_argument(
+            "--threads", type=int, default=threads, help="torch CPU threads (0: torch's default)"
+        )
 
 
 def env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -124,4 +136,4 @@ def train_and_compare(
     return {"trained": trained, "baseline": before, "train_seconds": train_s}
 
 
-__all__ = ["BASELINES", "agent_parser", "env_kwargs", "train_and_compare"]
+__all__ = ["BASELINES", "add_run_flags", "agent_parser", "env_kwargs", "train_and_compare"]

@@ -128,8 +128,13 @@ def tiny_causal_lm(
     """A small randomly initialised GPT-2 (``GPT2LMHeadModel``) for tests and toy runs; no dropout.
 
     :param vocab_size: V, must be ``len(tokenizer)`` of the env it will act in.
+    :param n_layer: transformer blocks.
+    :param n_embd: hidden width.
+    :param n_head: attention heads.
+    :param n_positions: longest sequence (prompt + completion) in tokens.
     :param seed: seeds the initial weights (torch's global generator is left as it was).
-    :param eos_token_id: / :param pad_token_id: recorded in the config (default: V - 1, inside the vocabulary).
+    :param eos_token_id: recorded in the config (default: V - 1, inside the vocabulary).
+    :param pad_token_id: recorded in the config (default: the EOS id).
     """
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -332,7 +337,8 @@ class CausalLMPolicy(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits over the actions at every completion step, in one forward pass.
 
-        :param prompt_ids: LongTensor (B, P), left-padded prompts; :param prompt_mask: (B, P).
+        :param prompt_ids: LongTensor (B, P), left-padded prompts.
+        :param prompt_mask: (B, P), 1 on prompt tokens.
         :param actions: LongTensor (B, T) action indices of the completions (anything where the mask is 0).
         :param completion_mask: (B, T), 1 for completion tokens.
         :returns: logits float32 (B, T, n_actions) for step t given prompt + actions[:, :t], and values (B, T)
@@ -425,10 +431,17 @@ class CausalLMPolicy(nn.Module):
     ) -> Completion:
         """KV-cached batched sampling: one prompt forward, then one token per step for every row.
 
-        :param prompt_ids: LongTensor (B, P) left-padded prompts; :param prompt_mask: (B, P).
+        :param prompt_ids: LongTensor (B, P) left-padded prompts.
+        :param prompt_mask: (B, P), 1 on prompt tokens.
+        :param max_new_tokens: T, the completion budget.
+        :param temperature: sampling temperature.
+        :param top_k: top-k filtering (0: off).
+        :param top_p: nucleus filtering (1: off).
+        :param greedy: argmax instead of sampling.
         :param eos_action: action index that ends a row (kept in the completion); ``None``: the budget alone.
         :param pad_action: written after a row ends (default ``eos_action`` or 0).
         :param action_masks: bool (T, k) valid actions per step (the env's ``action_mask(t)``), or ``None``.
+        :param generator: torch generator of the draws.
         :param logits_hook: changes the logits (B, k) before temperature/top-k/top-p (reward-guided decoding).
         """
         if max_new_tokens <= 0:

@@ -509,6 +509,8 @@ class RewardModelTrainer:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: train a reward model on a preference JSONL and save it (prints the metrics as JSON)."""
+    from aligngym.agents.cli import add_run_flags
+
     parser = argparse.ArgumentParser(
         prog="python -m aligngym.agents.reward_modeling",
         description="Train a Bradley-Terry reward model on (prompt, chosen, rejected) pairs.",
@@ -536,10 +538,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--synthetic-negatives", default="", help=f"comma-separated subset of {','.join(SYNTHETIC_NEGATIVES)}"
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--log-dir", default=None)
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    add_run_flags(parser, threads=0)
     args = parser.parse_args(argv)
     if args.threads:
         import torch
