@@ -28,6 +28,8 @@ from aligngym.agents.sb3_env import (
 from aligngym.envs.core import runtime_of
 
 AGENT_NAMES = ("sb3-ppo", "sb3-a2c", "sb3-dqn", "sb3-maskable-ppo")
+#: SB3's ``train/<name>`` scalars under CleanRL's ``losses/<name>`` (the same key for the same thing in every agent)
+SB3_TO_CLEANRL = {"clip_fraction": "clipfrac", "policy_gradient_loss": "policy_loss", "loss": "total_loss"}
 
 #: SB3 constructor defaults for aligngym's short, end-rewarded episodes (undiscounted; overridable through
 #: ``algo_kwargs``). On-policy ``n_steps`` is per sub-env: PPO's default is ``max(16, 256 // n_envs)``.
@@ -123,8 +125,10 @@ class _AgentBridge(BaseCallback):
             name = key.split("/", 1)[1]
             if name == "learning_rate":
                 metrics["charts/learning_rate"] = float(value)
+            elif name == "entropy_loss":  # SB3 logs -H; CleanRL's losses/entropy is H
+                metrics["losses/entropy"] = -float(value)
             elif name not in ("n_updates", "clip_range"):  # counters and schedules, not losses
-                metrics[f"losses/{name}"] = float(value)
+                metrics[f"losses/{SB3_TO_CLEANRL.get(name, name)}"] = float(value)
         self.agent.logger.log(self.model.num_timesteps, **metrics)
         self._returns, self._scores, self._lengths = [], [], []
         self._last_log = self.model.num_timesteps

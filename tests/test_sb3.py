@@ -322,6 +322,7 @@ def test_agent_logs_charts_and_losses_and_its_callback_can_stop_learning() -> No
     assert len(calls) == 2 and agent.num_timesteps < 2048
     keys = set().union(*agent.logger.history)
     assert {"charts/episodic_return", "charts/score", "losses/value_loss", "losses/approx_kl"} <= keys
+    assert {"losses/clipfrac", "losses/policy_loss", "losses/entropy"} <= keys  # CleanRL's names, as ours
 
 
 # -- checkpoints ----------------------------------------------------------------------------------------------------
