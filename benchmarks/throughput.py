@@ -1,8 +1,9 @@
 """Env and rollout micro-benchmarks, reported as ratios measured side by side in one process.
 
-(a) env steps/s of the native vector env vs ``SyncVectorEnv`` / ``AsyncVectorEnv`` of single envs; (b) tokens/s of a
-KV-cached policy rolling out through the env API vs ``model.generate``; (c) the env's per-step cost as a fraction of
-the policy's. ``python -m aligngym.benchmarks.throughput [--quick] [--device cuda] [--out FILE.json]``.
+(a) env steps/s of the native vector env vs ``SyncVectorEnv`` / ``AsyncVectorEnv`` of single envs (here); (b) tokens/s
+of our ``CausalLMPolicy`` rolling out through the env API vs ``model.generate``, and (c) the env's per-step cost as a
+fraction of the policy's (:mod:`aligngym.benchmarks.throughput_lm`).
+``python -m aligngym.benchmarks.throughput [--quick] [--device cuda] [--out FILE.json]``.
 """
 
 from __future__ import annotations
@@ -12,84 +13,39 @@ import json
 import multiprocessing
 import os
 import platform
-import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
+
+from aligngym.benchmarks.throughput_lm import (  # re-exported: the old home of the rollout benchmark
+    EchoEnv,
+    RolloutTimes,
+    bench_rollout,
+    generate_rollout,
+    kv_cached_env_rollout,
+    policy_env_rollout,
+    rollout_policy,
+    tiny_gpt2,
+)
+from aligngym.benchmarks.timing import (
+    CLOCKS,
+    Sample,
+    Stopwatch,
+    _ratio,
+    _summary,
+    alternate,
+)
 
 DEFAULT_ENV = "aligngym/Sentiment-Token-v0"
 #: the targets of the throughput issue: (a) native >= 5x Sync at 64 envs with a trivial scorer, (b) env-API rollout
 #: >= 1.0x generate tokens/s, (c) env step <= 10 % of a policy step at batch 64
 TARGETS = {"a_native_vs_sync": 5.0, "b_rollout_vs_generate": 1.0, "c_env_overhead": 0.10}
-CLOCKS = ("wall", "cpu")
-
-
-# -- timing ---------------------------------------------------------------------------------------------------------
-class Sample(NamedTuple):
-    """One repetition of one contender: work done (env steps or tokens) and the time it took on both clocks.
-
-    ``cpu`` is this process's CPU time (all its threads): unlike wall time it barely moves when other processes
-    load a shared machine. It is ``None`` where the work runs elsewhere (AsyncVectorEnv workers, a GPU).
-    """
-
-    work: float
-    wall: float
-    cpu: float | None
-
-
-class Stopwatch:
-    """Wall and process-CPU seconds since construction."""
-
-    def __init__(self) -> None:
-        self.wall0, self.cpu0 = time.perf_counter(), time.process_time()
-
-    def wall(self) -> float:
-        return time.perf_counter() - self.wall0
-
-    def cpu(self) -> float:
-        return time.process_time() - self.cpu0
-
-
-def alternate(contenders: dict[str, Callable[[int], Sample]], reps: int) -> dict[str, list[Sample]]:
-    """Run every contender once per repetition, in turn (a, b, c, a, b, c, ...); returns each one's samples.
-
-    Alternating spreads slow phases of a shared machine over all contenders; report the median of each.
-    """
-    samples: dict[str, list[Sample]] = {name: [] for name in contenders}
-    for rep in range(reps):
-        for name, fn in contenders.items():
-            samples[name].append(fn(rep))
-    return samples
-
-
-def _median(xs: Sequence[float]) -> float:
-    return float(statistics.median(xs))
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None or b <= 0 else float(a / b)
-
-
-def _rate(samples: Sequence[Sample], clock: str) -> float | None:
-    """Median work per second on ``clock`` ("wall" or "cpu"; ``None`` when a sample has no CPU time)."""
-    times = [s.wall if clock == "wall" else s.cpu for s in samples]
-    if any(t is None for t in times):
-        return None
-    return _median([s.work / t for s, t in zip(samples, times)])  # type: ignore[operator]
-
-
-def _summary(samples: dict[str, list[Sample]]) -> dict[str, Any]:
-    """Median rates per clock, and the raw samples (work, wall s, cpu s) for the JSON."""
-    return {
-        "rates": {clock: {k: _rate(v, clock) for k, v in samples.items()} for clock in CLOCKS},
-        "samples": {k: [list(s) for s in v] for k, v in samples.items()},
-    }
 
 
 # -- (a) env steps/s ------------------------------------------------------------------------------------------------
@@ -178,276 +134,6 @@ def bench_env_steps(
     }
     return {"scorer": scorer, "num_envs": num_envs, "steps_per_s": summary["rates"], "ratios": ratios,
             "samples": summary["samples"]}  # fmt: skip
-
-
-# -- (b) and (c) rollouts -------------------------------------------------------------------------------------------
-def tiny_gpt2(
-    vocab_size: int, n_positions: int, *, n_layer: int = 2, n_embd: int = 128, seed: int = 0
-) -> Any:
-    """A randomly initialised GPT-2 (no dropout) over the env's vocabulary, built at run time (no download)."""
-    import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    config = GPT2Config(
-        vocab_size=vocab_size,
-        n_positions=n_positions,
-        n_layer=n_layer,
-        n_embd=n_embd,
-        n_head=4,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        bos_token_id=0,
-        eos_token_id=0,
-        pad_token_id=0,
-    )
-    torch.manual_seed(seed)
-    return GPT2LMHeadModel(config).eval()
-
-
-class RolloutTimes(NamedTuple):
-    """What :func:`kv_cached_env_rollout` reports: tokens generated and the time spent inside env calls."""
-
-    tokens: int
-    env_wall: float
-    env_cpu: float
-
-
-def kv_cached_env_rollout(
-    model: Any, venv: Any, *, seed: int, suppress_ids: Sequence[int] = (), device: str = "cpu"
-) -> RolloutTimes:
-    """One batch of completions sampled by ``model`` through the env API, with a hand-written KV-cache loop.
-
-    The env must be in batch autoreset mode (``autoreset_mode="batch"``): ``reset``, then step until every row has
-    ended. The prompt is read from the observation (``input_ids[:, :max_prompt_tokens]``, left-padded), each new
-    token from the column the env wrote; sampling is plain multinomial over softmax(logits) with ``suppress_ids``
-    (e.g. EOS) masked. This is the function to swap for ``CausalLMPolicy`` once it exists.
-
-    :return: tokens generated (rows x steps while running) and the wall / CPU seconds spent in ``reset``/``step``.
-    """
-    import torch
-
-    P = venv.unwrapped.runtime.max_prompt_tokens
-    watch = Stopwatch()
-    obs, _ = venv.reset(seed=seed)
-    env_wall, env_cpu = watch.wall(), watch.cpu()
-    n = venv.num_envs
-    with torch.inference_mode():
-        ids = torch.as_tensor(obs["input_ids"][:, :P], device=device)
-        mask = torch.as_tensor(obs["attention_mask"], device=device)
-        mask[:, P:] = 1  # the attention mask of every later step is a prefix of this
-        pos = (mask[:, :P].cumsum(-1) - 1).clamp(min=0)
-        out = model(
-            input_ids=ids, attention_mask=mask[:, :P], position_ids=pos, use_cache=True, logits_to_keep=1
-        )
-        past, logits = out.past_key_values, out.logits[:, -1]
-        next_pos = pos[:, -1:] + 1
-        suppress = torch.as_tensor(list(suppress_ids), dtype=torch.long, device=device)
-        done = np.zeros(n, dtype=np.bool_)
-        tokens, t = 0, 0
-        while True:
-            if suppress.numel():
-                logits.index_fill_(1, suppress, -float("inf"))
-            action = torch.multinomial(torch.softmax(logits.float(), dim=-1), 1)
-            actions = action[:, 0].cpu().numpy()
-            watch = Stopwatch()
-            obs, _, terminated, truncated, _ = venv.step(actions)
-            env_wall, env_cpu = env_wall + watch.wall(), env_cpu + watch.cpu()
-            tokens += int((~done).sum())
-            done |= terminated | truncated
-            if done.all():
-                return RolloutTimes(tokens, env_wall, env_cpu)
-            new = torch.as_tensor(obs["input_ids"][:, P + t], device=device)[:, None]
-            out = model(
-                input_ids=new,
-                attention_mask=mask[:, : P + t + 1],
-                position_ids=next_pos + t,
-                past_key_values=past,
-                use_cache=True,
-            )
-            past, logits = out.past_key_values, out.logits[:, -1]
-            t += 1
-
-
-def generate_rollout(
-    model: Any, input_ids: Any, attention_mask: Any, max_new_tokens: int, eos_id: int
-) -> int:
-    """``model.generate`` with the rollout's sampling: multinomial, top_k=0, top_p=1, EOS off (fixed length)."""
-    from transformers import GenerationConfig
-
-    config = GenerationConfig(
-        do_sample=True,
-        top_k=0,
-        top_p=1.0,
-        temperature=1.0,
-        max_new_tokens=max_new_tokens,
-        min_new_tokens=max_new_tokens,
-        eos_token_id=eos_id,
-        pad_token_id=eos_id,
-    )
-    out = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
-    return int((out.shape[1] - input_ids.shape[1]) * out.shape[0])
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        import torch
-
-        torch.cuda.synchronize()
-
-
-class EchoEnv:
-    """The cheapest stand-in for an env in :func:`kv_cached_env_rollout`: replays fixed prompts, writes each action
-    into a shared array and ends after ``max_new_tokens`` steps (no copies, no decoding, no scoring).
-
-    Timing the same loop against it separates the loop's own cost from aligngym's env cost.
-    """
-
-    def __init__(self, obs: dict[str, np.ndarray], max_prompt_tokens: int, max_new_tokens: int) -> None:
-        self.num_envs = obs["input_ids"].shape[0]
-        self.unwrapped = self
-        self.runtime = type("Runtime", (), {"max_prompt_tokens": max_prompt_tokens})()
-        self._prompt = obs
-        self._T = max_new_tokens
-        self._t = 0
-        self._zeros = np.zeros(self.num_envs)
-        self._false = np.zeros(self.num_envs, dtype=np.bool_)
-
-    def reset(self, seed: int | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        self._obs = {k: v.copy() for k, v in self._prompt.items()}
-        self._t = 0
-        return self._obs, {}
-
-    def step(self, actions: np.ndarray) -> tuple[Any, ...]:
-        col = self.runtime.max_prompt_tokens + self._t
-        self._obs["input_ids"][:, col] = actions
-        self._t += 1
-        ended = np.full(self.num_envs, self._t >= self._T)
-        return self._obs, self._zeros, ended, self._false, {}
-
-
-def bench_rollout(
-    env_id: str,
-    batch: int,
-    max_new_tokens: int,
-    scorers: Sequence[str],
-    *,
-    reps: int,
-    device: str,
-    n_layer: int,
-    n_embd: int,
-    with_generate: bool = True,
-) -> dict[str, Any]:
-    """Tokens/s of the env-API rollout (one contender per scorer), and with ``with_generate`` also of the same loop on
-    an :class:`EchoEnv` and of ``generate``, all alternating; the env's share of each env-API rollout.
-    """
-    import torch
-
-    envs: dict[str, Any] = {
-        s: gym.make_vec(
-            env_id,
-            num_envs=batch,
-            vectorization_mode="vector_entry_point",
-            autoreset_mode="batch",
-            scorer=s,
-            max_new_tokens=max_new_tokens,
-        )
-        for s in scorers
-    }
-    first = next(iter(envs.values())).unwrapped
-    rt = first.runtime
-    if rt.action_ids is not None:
-        raise ValueError(
-            f"{env_id} has a restricted action vocabulary; the rollout benchmark needs token actions"
-        )
-    eos = rt.eos_id
-    suppress = [eos] if eos is not None else []
-    model = tiny_gpt2(rt.vocab_size, max(64, rt.seq_len), n_layer=n_layer, n_embd=n_embd).to(device)
-    P = rt.max_prompt_tokens
-    on_cpu = not device.startswith("cuda")
-    env_parts: dict[str, list[Sample]] = {s: [] for s in envs}  # work = steps, times = env time
-    policy_parts: dict[str, list[Sample]] = {s: [] for s in envs}  # work = steps, times = the rest
-
-    def prompts(rep: int) -> dict[str, np.ndarray]:
-        obs, _ = first.reset(seed=1001 + rep)  # every contender of a repetition gets the same prompts
-        return obs
-
-    def env_api(rep: int, name: str) -> Sample:
-        venv = envs[name] if name in envs else EchoEnv(prompts(rep), P, max_new_tokens)
-        torch.manual_seed(rep + 1)
-        _sync(device)
-        watch = Stopwatch()
-        r = kv_cached_env_rollout(model, venv, seed=1001 + rep, suppress_ids=suppress, device=device)
-        _sync(device)
-        wall, cpu = watch.wall(), watch.cpu()
-        if name in envs:
-            steps = r.tokens / batch
-            env_parts[name].append(Sample(steps, r.env_wall, r.env_cpu if on_cpu else None))
-            policy_parts[name].append(Sample(steps, wall - r.env_wall, cpu - r.env_cpu if on_cpu else None))
-        return Sample(r.tokens, wall, cpu if on_cpu else None)
-
-    def generate(rep: int) -> Sample:
-        obs = prompts(rep)
-        ids = torch.as_tensor(obs["input_ids"][:, :P], device=device)
-        mask = torch.as_tensor(obs["attention_mask"][:, :P], device=device)
-        torch.manual_seed(rep + 1)
-        _sync(device)
-        watch = Stopwatch()
-        with torch.inference_mode():
-            tokens = generate_rollout(model, ids, mask, max_new_tokens, eos if eos is not None else 0)
-        _sync(device)
-        return Sample(tokens, watch.wall(), watch.cpu() if on_cpu else None)
-
-    contenders: dict[str, Callable[[int], Sample]] = {
-        f"env_api_{s}": partial(env_api, name=s) for s in scorers
-    }
-    if with_generate:
-        contenders["kv_loop_no_env"] = partial(env_api, name="echo")
-        contenders["generate"] = generate
-    for fn in contenders.values():  # warm up (lazy scorers, first-call allocations)
-        fn(-1)
-    for parts in (env_parts, policy_parts):
-        for v in parts.values():
-            v.clear()
-    samples = alternate(contenders, reps)
-    for venv in envs.values():
-        venv.close()
-    summary = _summary(samples)
-
-    def per_clock(fn: Callable[[str, str], float | None]) -> dict[str, dict[str, float | None]]:
-        return {clock: {s: fn(s, clock) for s in scorers} for clock in CLOCKS}
-
-    def ms_per_step(parts: dict[str, list[Sample]], s: str, clock: str) -> float | None:
-        rate = _rate(parts[s], clock)
-        return None if rate is None else 1e3 / rate
-
-    def env_vs_policy(s: str, clock: str) -> float | None:
-        pairs = [
-            (e.wall, p.wall) if clock == "wall" else (e.cpu, p.cpu)
-            for e, p in zip(env_parts[s], policy_parts[s])
-        ]
-        if any(e is None or p is None for e, p in pairs):
-            return None
-        return _median([e / p for e, p in pairs])  # type: ignore[operator]
-
-    out: dict[str, Any] = {
-        "batch": batch,
-        "max_new_tokens": max_new_tokens,
-        "model": {"n_layer": n_layer, "n_embd": n_embd, "vocab_size": rt.vocab_size},
-        "tokens_per_s": summary["rates"],
-        "env_step_ms": per_clock(lambda s, c: ms_per_step(env_parts, s, c)),
-        "policy_step_ms": per_clock(lambda s, c: ms_per_step(policy_parts, s, c)),
-        "env_vs_policy_step": per_clock(env_vs_policy),
-        "samples": summary["samples"],
-    }
-    if with_generate:
-        out["ratios"] = {
-            clock: {
-                f"{k}_vs_generate": _ratio(v, rates["generate"]) for k, v in rates.items() if k != "generate"
-            }
-            for clock, rates in summary["rates"].items()
-        }
-    return out
 
 
 # -- the whole benchmark --------------------------------------------------------------------------------------------
@@ -803,6 +489,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\nwrote {path}", file=sys.stderr)
     return 0
 
+
+__all__ = [
+    "CLOCKS",
+    "DEFAULT_ENV",
+    "TARGETS",
+    "EchoEnv",
+    "RolloutTimes",
+    "Sample",
+    "Stopwatch",
+    "alternate",
+    "bench_env_steps",
+    "bench_rollout",
+    "build_vector_env",
+    "format_markdown",
+    "generate_rollout",
+    "kv_cached_env_rollout",
+    "main",
+    "make_single_env",
+    "policy_env_rollout",
+    "rollout_policy",
+    "run_throughput",
+    "timed_steps",
+    "tiny_gpt2",
+]
 
 if __name__ == "__main__":
     sys.exit(main())
