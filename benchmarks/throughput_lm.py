@@ -191,6 +191,8 @@ def bench_rollout(
     """
     import torch
 
+    import aligngym.envs  # noqa: F401  (registers the ids)
+
     envs: dict[str, Any] = {
         s: gym.make_vec(
             env_id,
