@@ -13,7 +13,7 @@ import torch
 import aligngym.envs  # noqa: F401  (registers the ids)
 from aligngym.agents.base import CheckpointError, evaluate
 from aligngym.agents.policies import tiny_causal_lm
-from aligngym.agents.ppo import AdaptiveKLController, PPOAgent, PPOConfig, gae
+from aligngym.agents.ppo import AdaptiveKLController, PPOAgent, PPOConfig, explained_variance, gae
 from aligngym.envs.core import runtime_of
 
 ENV = "aligngym/Sentiment-Token-v0"
@@ -59,6 +59,18 @@ def test_adaptive_kl_coefficient_moves_toward_the_target():
     assert ctl.update(kl=0.0, n_episodes=10) < 0.1
     fixed = AdaptiveKLController(0.1, target=2.0, horizon=100, adaptive=False)
     assert fixed.update(kl=10.0, n_episodes=10) == 0.1
+
+
+def test_explained_variance_on_known_values():
+    returns = torch.tensor([[1.0, 2.0, 9.0], [3.0, 4.0, 9.0]])
+    mask = torch.tensor([[1, 1, 0], [1, 1, 0]])  # the 9s are padding
+    assert explained_variance(returns, returns, mask) == pytest.approx(1.0)
+    assert explained_variance(torch.zeros_like(returns), returns, mask) == pytest.approx(0.0)
+    assert explained_variance(returns + 5.0, returns, mask) == pytest.approx(
+        1.0
+    )  # a constant bias is not variance
+    assert explained_variance(-returns, returns, mask) == pytest.approx(-3.0)
+    assert np.isnan(explained_variance(returns, torch.ones_like(returns), mask))
 
 
 def test_smoke_updates_log_finite_losses_and_shapes():
