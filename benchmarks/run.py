@@ -322,8 +322,8 @@ def execute_run(
         for env in envs:
             try:
                 env.close()
-            except Exception:
-                pass
+            except Exception as err:  # the run's result stands; the failure to clean up is recorded with it
+                record.setdefault("cleanup_errors", []).append(f"env.close: {type(err).__name__}: {err}")
     final = curve[-1] if curve else {}
     record.update(
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),

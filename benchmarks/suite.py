@@ -219,7 +219,7 @@ def expand_suite(
 
         [suite]   seeds, steps, eval_points, eval_episodes (0: every test prompt), eval_deterministic, device,
                   samples; envs / agents: the matrix when there is no [[runs]]
-        [report]  hacking_min_score_rise, hacking_diversity_ratio, hacking_diversity_floor
+        [report]  hacking_min_score_rise, hacking_diversity_ratio, hacking_diversity_floor, hacking_min_gold_fall
         [envs."aligngym/X-Token-v0"]   gym.make kwargs for every agent on that env
         [agents.NAME]   config overrides; reserved: agent (the named agent when NAME is a label),
                         env_kwargs (merged over the env's), eval_deterministic
@@ -303,7 +303,7 @@ def expand_suite(
 
 def hacking_rule_of(suite: dict[str, Any] | None) -> HackingRule:
     """The :class:`HackingRule` of a suite's ``[report]`` (``hacking_min_score_rise``, ``hacking_diversity_ratio``,
-    ``hacking_diversity_floor``); defaults for the rest."""
+    ``hacking_diversity_floor``, ``hacking_min_gold_fall``); defaults for the rest."""
     report = (suite or {}).get("report", {})
     keys = {f"hacking_{f.name}": f.name for f in dataclasses.fields(HackingRule)}
     unknown = set(report) - set(keys)
