@@ -15,6 +15,7 @@ from gymnasium import spaces
 
 from aligngym.envs.runtime import (
     MASK_IN_INFO_MAX_ACTIONS,
+    RUNTIME_OPTIONS,
     VECTOR_ONLY_OPTIONS,
     TaskRuntime,
     positive_int,
@@ -35,7 +36,7 @@ class AlignmentEnv(gym.Env[dict[str, np.ndarray], Any]):
     metadata: dict[str, Any] = {"render_modes": ["ansi"], "render_fps": 4}
 
     def __init__(self, task: str | Task = "Text", render_mode: str | None = None, **options: Any) -> None:
-        unknown = set(options) - set(TaskRuntime.__init__.__code__.co_varnames) - VECTOR_ONLY_OPTIONS
+        unknown = set(options) - RUNTIME_OPTIONS - VECTOR_ONLY_OPTIONS
         if unknown:
             raise TypeError(f"unknown option(s) {sorted(unknown)} for {type(self).__name__}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:

@@ -6,6 +6,7 @@ any env, vector env or wrapper.
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -363,4 +364,15 @@ class TaskRuntime:
         return state
 
 
-__all__ = ["MASK_IN_INFO_MAX_ACTIONS", "VECTOR_ONLY_OPTIONS", "TaskRuntime", "positive_int", "runtime_of"]
+#: the keyword options a :class:`TaskRuntime` takes (what ``gym.make`` passes through to it)
+RUNTIME_OPTIONS = frozenset(inspect.signature(TaskRuntime.__init__).parameters) - {"self", "task"}
+
+
+__all__ = [
+    "MASK_IN_INFO_MAX_ACTIONS",
+    "RUNTIME_OPTIONS",
+    "VECTOR_ONLY_OPTIONS",
+    "TaskRuntime",
+    "positive_int",
+    "runtime_of",
+]

@@ -5,7 +5,6 @@ gold scoring) of the rows that finish in a step. The two granularities live in :
 
 from __future__ import annotations
 
-import inspect
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -24,10 +23,9 @@ from aligngym.envs.autoreset import (
     resolve_autoreset_mode,
     select_info,
 )
-from aligngym.envs.runtime import VECTOR_ONLY_OPTIONS, TaskRuntime, positive_int
+from aligngym.envs.runtime import RUNTIME_OPTIONS, VECTOR_ONLY_OPTIONS, TaskRuntime, positive_int
 from aligngym.envs.tasks import Task
 
-_RUNTIME_OPTIONS = frozenset(inspect.signature(TaskRuntime.__init__).parameters) - {"self", "task"}
 #: above this many (prompt, slot) entries the prompt table is not precomputed (rows are filled one by one)
 _PROMPT_TABLE_MAX = 1 << 22
 
@@ -85,11 +83,11 @@ class AlignmentVectorEnv(gym.vector.VectorEnv):
         **options: Any,
     ) -> None:
         self.num_envs = positive_int("num_envs", num_envs)
-        unknown = set(options) - _RUNTIME_OPTIONS - VECTOR_ONLY_OPTIONS
+        unknown = set(options) - RUNTIME_OPTIONS - VECTOR_ONLY_OPTIONS
         if unknown:
             raise TypeError(
                 f"unknown option(s) {sorted(unknown)} for {type(self).__name__}; expected any of "
-                f"{sorted(_RUNTIME_OPTIONS | {'autoreset_mode', 'scorer_batch_size', 'max_episode_steps'})}"
+                f"{sorted(RUNTIME_OPTIONS | {'autoreset_mode', 'scorer_batch_size', 'max_episode_steps'})}"
             )
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(

@@ -367,6 +367,8 @@ def test_render_ansi_shows_prompt_and_completion() -> None:
 def test_unknown_option_raises_but_vector_only_options_are_accepted() -> None:
     with pytest.raises(TypeError, match="unknown option"):
         gym.make("aligngym/Target-Token-v0", max_new_token=3)
+    with pytest.raises(TypeError, match=r"unknown option\(s\) \['vocab'\]"):  # a local name of TaskRuntime
+        gym.make("aligngym/Target-Token-v0", vocab=3)
     gym.make("aligngym/Target-Token-v0", autoreset_mode="next_step")
 
 
