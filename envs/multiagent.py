@@ -104,7 +104,8 @@ class ReferentialGame(TextGame):
 
     ``speaker_0`` sees ``"Target: <object>. Others: <distractors>. Say:"`` and speaks ``message_len`` tokens from
     its vocabulary (one token per step); ``listener_0`` sees the candidates in a shuffled order and the message
-    (``"Choices: 1 <a>, 2 <b>, ... Heard:" + message ids``) and picks a candidate index. Both get 1.0 when the pick
+    (``"Heard:" + message ids + ". Choices: 1 <a>, 2 <b>, ..."``: the message first, so a
+    left-to-right reader holds it while it reads the choices) and picks a candidate index. Both get 1.0 when the pick
     is the target, else 0.0 (shared reward). Objects are colour + animal phrases.
 
     :param n_candidates: K, the target plus K-1 distinct distractors (random pick: 1/K).
@@ -149,7 +150,8 @@ class ReferentialGame(TextGame):
         self.target_slot = self.order.index(0)
         self.speaker_prefix = self.encode(f"Target:{self.target}. Others:{','.join(self.distractors)}. Say:")
         listing = ",".join(f" {k + 1}{c}" for k, c in enumerate(self.choices))
-        self.listener_prefix = self.encode(f"Choices:{listing}. Heard:")
+        self.listener_head = self.encode("Heard:")
+        self.listener_tail = self.encode(f". Choices:{listing}.")
         self.message: list[int] = []
         self.pick: int | None = None
 
@@ -157,8 +159,9 @@ class ReferentialGame(TextGame):
         return "speaker_0" if len(self.message) < self.message_len else "listener_0"
 
     def visible_ids(self, agent: str) -> list[int]:
-        prefix = self.speaker_prefix if agent == "speaker_0" else self.listener_prefix
-        return prefix + self.message
+        if agent == "speaker_0":
+            return self.speaker_prefix + self.message
+        return self.listener_head + self.message + self.listener_tail
 
     def act(self, action: int) -> tuple[dict[str, float], bool]:
         agent = self.current()
