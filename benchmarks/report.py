@@ -278,7 +278,7 @@ def components_table(records: Sequence[dict[str, Any]]) -> str:
         if not finals:
             continue
         cells = ", ".join(f"{k} {_mean_std([f.get(k) for f in finals])}" for k in names) or "-"
-        rows.append(f"| {env_slug(env_id)} | {agent} | {cells} |")
+        rows.append(f"| {env_slug(env_id)} | {agent_label(agent, recs)} | {cells} |")
     return "\n".join(rows)
 
 
