@@ -335,6 +335,10 @@ def register_procedural() -> list[str]:
 
 
 register_procedural()
+# the reasoning-gym ids live next door (reasoning-gym itself is imported only when such an env is made)
+from aligngym.envs.reasoning import register_reasoning  # noqa: E402
+
+register_reasoning()
 
 __all__ = [
     "FAMILIES",
