@@ -10,6 +10,7 @@ from aligngym.envs.tokenization import TextTokenizer, load_tokenizer
 
 register_all()
 import aligngym.envs.dialogue_tasks  # noqa: E402, F401  (registers aligngym/Dialogue-* and aligngym/Guess-*)
+import aligngym.envs.procedural  # noqa: E402, F401  (registers aligngym/Copy-*, ..., aligngym/Reasoning-*)
 
 __all__ = [
     "TASKS",
