@@ -9,7 +9,7 @@ from aligngym.envs.tasks import TASKS, Task, get_task, list_envs, register_all, 
 from aligngym.envs.tokenization import TextTokenizer, load_tokenizer
 
 register_all()
-import aligngym.envs.dialogue_tasks  # noqa: E402, F401  (registers aligngym/Dialogue-* and aligngym/Guess-*)
+import aligngym.envs.dialogue_tasks  # noqa: E402  (registers aligngym/Dialogue-* and aligngym/Guess-*)
 import aligngym.envs.procedural  # noqa: E402, F401  (registers aligngym/Copy-*, ..., aligngym/Reasoning-*)
 
 __all__ = [
