@@ -8,7 +8,7 @@ import copy
 import gymnasium as gym
 import pytest
 
-import aligngym.envs  # noqa: F401
+import aligngym.envs.procedural  # noqa: F401  (registers the procedural ids)
 from aligngym.envs.curriculum import Curriculum, CurriculumController, linear_schedule
 
 
