@@ -245,12 +245,6 @@ def policy_logprobs(
         raise NotMeasured(
             "the decoder samples from reference logits + w * scorer bonus, not from a policy model; KL not measured"
         )
-    policy: Any = getattr(agent, "policy", None)
-    if not isinstance(policy, torch.nn.Module):
-        raise NotMeasured(
-            f"{type(agent).__name__} has no policy model over the env's tokens (a uniform-random, tabular or SB3 "
-            "agent): KL to the reference LM is not defined for it here"
-        )
     ids_of = {int(t): a for a, t in enumerate(runtime.action_ids)} if runtime.action_ids is not None else None
 
     def action(tok: int) -> int:
@@ -259,6 +253,16 @@ def policy_logprobs(
         if tok not in ids_of:
             raise NotMeasured(f"token {tok} of a completion is not one of the env's actions")
         return ids_of[tok]
+
+    sb3_model = getattr(agent, "model", None)
+    if getattr(agent, "algo_name", "") == "sb3" and sb3_model is not None:
+        return _sb3_logprobs(agent, sb3_model, runtime, prompt_ids, prompt_masks, completions, action)
+    policy: Any = getattr(agent, "policy", None)
+    if not isinstance(policy, torch.nn.Module):
+        raise NotMeasured(
+            f"{type(agent).__name__} has no policy model over the env's tokens (a uniform-random or tabular "
+            "agent): KL to the reference LM is not defined for it"
+        )
 
     temperature = float(getattr(getattr(agent, "config", None), "temperature", 1.0) or 1.0)
     device = next(policy.parameters()).device
@@ -308,6 +312,25 @@ def policy_logprobs(
     return out
 
 
+def step_observations(
+    runtime: Any, ids: np.ndarray, mask: np.ndarray, completion: Sequence[int]
+) -> dict[str, np.ndarray]:
+    """The token env's observations before each generated token of ``completion``, batched: int64 (n, L) each.
+
+    Row t holds the prompt slot (``ids``, ``mask``: (P,)) and ``completion[:t]`` after it, padding after that, as
+    the env's observation before its step t.
+    """
+    n, p = len(completion), ids.shape[0]
+    length = runtime.max_prompt_tokens + runtime.max_new_tokens
+    obs_ids = np.full((n, length), int(getattr(runtime.tokenizer, "pad_id", 0)), dtype=np.int64)
+    obs_mask = np.zeros((n, length), dtype=np.int64)
+    obs_ids[:, :p], obs_mask[:, :p] = ids, mask
+    for t in range(n):
+        obs_ids[t, p : p + t] = completion[:t]
+        obs_mask[t, p : p + t] = 1
+    return {"input_ids": obs_ids, "attention_mask": obs_mask}
+
+
 def _stepwise_logprobs(
     policy: Any,
     runtime: Any,
@@ -320,22 +343,66 @@ def _stepwise_logprobs(
     """log pi of one completion from a policy that reads whole observations: one row per generated token."""
     import torch
 
-    n, p = len(completion), ids.shape[0]
+    n = len(completion)
     if n == 0:
         return np.zeros(0, dtype=np.float32)
-    length = runtime.max_prompt_tokens + runtime.max_new_tokens
-    obs_ids = np.zeros((n, length), dtype=np.int64)
-    obs_mask = np.zeros((n, length), dtype=np.int64)
-    obs_ids[:, :p], obs_mask[:, :p] = ids, mask
-    for t in range(n):
-        obs_ids[t, p : p + t] = completion[:t]
-        obs_mask[t, p : p + t] = 1
+    obs = step_observations(runtime, ids, mask, completion)
     device = next(policy.parameters()).device
-    logits = policy(torch.as_tensor(obs_ids, device=device), torch.as_tensor(obs_mask, device=device)).float()
+    logits = policy(
+        *(torch.as_tensor(obs[k], device=device) for k in ("input_ids", "attention_mask"))
+    ).float()
     valid = torch.as_tensor(np.stack([runtime.action_mask(t) for t in range(n)]), device=device)
     logp = torch.log_softmax((logits / temp).masked_fill(~valid, torch.finfo(logits.dtype).min), dim=-1)
     acts = torch.as_tensor([action(int(t)) for t in completion], device=device)
     return logp.gather(-1, acts[:, None]).squeeze(-1).cpu().numpy().astype(np.float32)
+
+
+def _sb3_logprobs(
+    agent: Any,
+    model: Any,
+    runtime: Any,
+    prompt_ids: np.ndarray,
+    prompt_masks: np.ndarray,
+    completions: Sequence[Sequence[int]],
+    action: Any,
+) -> list[np.ndarray]:
+    """log pi of every generated token under an SB3 actor (PPO, A2C, MaskablePPO) on a token-level env.
+
+    pi is the actor's action distribution on the observation before each token (masked by the env's action masks
+    for MaskablePPO, which never samples a masked action; unmasked for the others, as they sample).
+    """
+    import torch
+
+    policy = model.policy
+    if not callable(getattr(policy, "get_distribution", None)):
+        raise NotMeasured(
+            f"SB3 {type(model).__name__} acts greedily on Q-values (no action distribution): KL is not defined"
+        )
+    if "completion_len" in getattr(agent, "signature", {}):
+        raise NotMeasured("SB3 on a sequence-level env (MultiDiscrete completion): KL not measured")
+    masked = "Maskable" in type(model).__name__
+    out: list[np.ndarray] = []
+    was_training = policy.training
+    policy.set_training_mode(False)
+    try:
+        for i, completion in enumerate(completions):
+            if len(completion) == 0:
+                out.append(np.zeros(0, dtype=np.float32))
+                continue
+            obs, _ = policy.obs_to_tensor(
+                step_observations(runtime, prompt_ids[i], prompt_masks[i], completion)
+            )
+            with torch.no_grad():
+                logits = policy.get_distribution(obs).distribution.logits.float()
+            if masked:
+                valid = np.stack([runtime.action_mask(t) for t in range(len(completion))])
+                logits = logits.masked_fill(~torch.as_tensor(valid, device=logits.device), -float("inf"))
+            logp = torch.log_softmax(logits, dim=-1)
+            acts = torch.as_tensor([action(int(t)) for t in completion], device=logits.device)
+            out.append(logp.gather(-1, acts[:, None]).squeeze(-1).cpu().numpy().astype(np.float32))
+    finally:
+        policy.set_training_mode(was_training)
+    return out
 
 
 def lm_metrics(

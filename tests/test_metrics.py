@@ -232,3 +232,40 @@ def test_the_decoder_is_labelled_by_its_mode() -> None:
     oracle = make_agent("guided-decoding", env, device="cpu")
     proxy = make_agent("guided-decoding", env, device="cpu", guide_scorer="length")
     assert is_oracle(spec, oracle) and not is_oracle(spec, proxy)
+
+
+VOCAB = [" good", " great", " bad", " the", " and", ".", "<|endoftext|>"]
+
+
+@pytest.mark.parametrize("algo", ["sb3-ppo", "sb3-dqn"])
+def test_kl_of_an_sb3_actor_is_measured_from_its_action_distribution(algo: str) -> None:
+    from aligngym.benchmarks.agents import make_agent
+    from aligngym.benchmarks.metrics import step_observations
+
+    env = EpisodeInfoRecorder(
+        gym.make("aligngym/Sentiment-Token-v0", split="test", max_new_tokens=3, action_vocab=VOCAB)
+    )
+    kwargs = (
+        {"buffer_size": 64, "learning_starts": 0} if algo == "sb3-dqn" else {"n_steps": 16, "batch_size": 16}
+    )
+    agent = make_agent(algo, env, seed=0, device="cpu", algo_kwargs=kwargs)
+    point = evaluate_point(agent, env, n_episodes=3, deterministic=False, samples=0)
+    if algo == "sb3-dqn":
+        assert point["kl"] is None and "Q-values" in point["kl_note"]
+        return
+    assert (
+        point["kl_note"] is None and point["kl"] > 0.0
+    )  # 7 actions, each far likelier than under the reference
+    rt = env.unwrapped.runtime
+    prompt, mask = env.prompts[0]
+    comp = list(env.final_infos[0]["completion_ids"])
+    obs = step_observations(rt, prompt, mask, comp)
+    action = [int(a) for a in rt.action_ids].index(comp[0])
+        gym.make("aligngym/Sentiment-Token-v0").unwrapped.runtime.tokenizer.decode([comp[0]])
+    )
+    one = {k: v[:1] for k, v in obs.items()}
+    t, _ = agent.model.policy.obs_to_tensor(one)
+    with torch.no_grad():
+        expected = agent.model.policy.get_distribution(t).log_prob(torch.as_tensor([action])).item()
+    got = policy_logprobs(agent, rt, prompt[None], mask[None], [comp])[0][0]
+    assert got == pytest.approx(expected, abs=1e-5)
