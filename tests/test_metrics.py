@@ -261,8 +261,6 @@ def test_kl_of_an_sb3_actor_is_measured_from_its_action_distribution(algo: str) 
     comp = list(env.final_infos[0]["completion_ids"])
     obs = step_observations(rt, prompt, mask, comp)
     action = [int(a) for a in rt.action_ids].index(comp[0])
-        gym.make("aligngym/Sentiment-Token-v0").unwrapped.runtime.tokenizer.decode([comp[0]])
-    )
     one = {k: v[:1] for k, v in obs.items()}
     t, _ = agent.model.policy.obs_to_tensor(one)
     with torch.no_grad():
