@@ -12,15 +12,25 @@ Sections: review continuations (positive, negative, mixed), everyday
 sentences built from common concept words, plain statements with
 paraphrases, one-line "Q: ... A: ..." answers, and simple color and number
 words. Lines are de-duplicated and shuffled with the same fixed seed.
+
+It then splits the corpus by document (see ``document_split``) and writes
+``corpus_split.json``: the held-out documents that the reference LM never
+trains on and is evaluated on (``agents/pretrain_reference.py``).
 """
 
+import hashlib
 import json
 import os
 import random
+import re
 
 SEED = 1234
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "corpus.txt")
+SPLIT_OUT = os.path.join(HERE, "corpus_split.json")
+#: seed and share of lines of the document split (held-out documents are drawn until this share of lines)
+SPLIT_SEED = 20261130
+EVAL_FRACTION = 0.05
 
 # Number of generated lines per section (task-file lines are added on top).
 TARGETS = {
@@ -687,6 +697,114 @@ def task_lines(rng):
     return lines, sent
 
 
+# ---------------------------------------------------------------------------
+# Document split (held-out documents for the reference LM)
+# ---------------------------------------------------------------------------
+
+SENTENCE_RULE = (
+    "lower-case, collapse whitespace, split after . ! or ? followed by a space, drop a leading 'q:' or 'a:' "
+    "speaker tag, keep pieces with a letter or digit"
+)
+
+
+def sentences(text: str) -> list[str]:
+    """Normalised sentences of ``text`` (see ``SENTENCE_RULE``): the unit that a train and a held-out line must
+    never share."""
+    flat = " ".join(text.lower().split())
+    out = []
+    for piece in re.split(r"(?<=[.!?])\s+", flat):
+        piece = re.sub(r"^(q|a):\s*", "", piece).strip()
+        if re.search(r"[a-z0-9]", piece):
+            out.append(piece)
+    return out
+
+
+def documents(lines: list[str]) -> list[list[int]]:
+    """Group line indices into documents: lines that share a sentence (directly or through other lines) are one
+    document, so a document split can never put the same sentence on both sides. Documents are ordered by their
+    first line; each lists its line indices in order."""
+    parent = list(range(len(lines)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[str, int] = {}
+    for i, line in enumerate(lines):
+        for s in sentences(line):
+            if s in first:
+                parent[root(i)] = root(first[s])
+            else:
+                first[s] = i
+    groups: dict[int, list[int]] = {}
+    for i in range(len(lines)):
+        groups.setdefault(root(i), []).append(i)
+    return sorted(groups.values(), key=lambda g: g[0])
+
+
+def document_split(
+    lines: list[str], seed: int = SPLIT_SEED, eval_fraction: float = EVAL_FRACTION
+) -> tuple[list[list[int]], list[list[int]]]:
+    """Seeded split of ``documents(lines)`` into (train, held-out): the documents are shuffled with ``seed`` and
+    drawn into the held-out side until it holds ``eval_fraction`` of the lines. Both sides keep document order."""
+    if not 0.0 < eval_fraction < 1.0:
+        raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
+    docs = documents(lines)
+    order = list(range(len(docs)))
+    random.Random(seed).shuffle(order)
+    target = eval_fraction * len(lines)
+    held: set[int] = set()
+    n_held = 0
+    for d in order:
+        if n_held >= target:
+            break
+        held.add(d)
+        n_held += len(docs[d])
+    train = [g for i, g in enumerate(docs) if i not in held]
+    evaluation = [g for i, g in enumerate(docs) if i in held]
+    return train, evaluation
+
+
+def corpus_sha256(lines: list[str]) -> str:
+    """sha256 of the corpus lines joined with newlines (what ``corpus_split.json`` was made from)."""
+    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
+
+
+def split_record(lines: list[str], seed: int = SPLIT_SEED, eval_fraction: float = EVAL_FRACTION) -> dict:
+    """The content of ``corpus_split.json``: the rule, the seed, counts and the held-out documents as lists of
+    1-based line numbers of ``corpus.txt``."""
+    train, evaluation = document_split(lines, seed, eval_fraction)
+    return {
+        "corpus": "corpus.txt",
+        "corpus_sha256": corpus_sha256(lines),
+        "unit": "document = lines linked by a shared sentence (connected components)",
+        "sentence_rule": SENTENCE_RULE,
+        "seed": seed,
+        "eval_fraction": eval_fraction,
+        "lines": len(lines),
+        "documents": len(train) + len(evaluation),
+        "train_documents": len(train),
+        "train_lines": sum(len(g) for g in train),
+        "eval_documents": len(evaluation),
+        "eval_lines": sum(len(g) for g in evaluation),
+        "eval_line_numbers": [[i + 1 for i in g] for g in evaluation],
+    }
+
+
+def write_split(lines: list[str], path: str = SPLIT_OUT) -> dict:
+    """Write ``split_record(lines)`` to ``path`` (one held-out document per line of the JSON list)."""
+    record = split_record(lines)
+    body = {k: v for k, v in record.items() if k != "eval_line_numbers"}
+    text = json.dumps(body, indent=2)[:-2]
+    docs = ",\n    ".join(json.dumps(g) for g in record["eval_line_numbers"])
+    text += f',\n  "eval_line_numbers": [\n    {docs}\n  ]\n}}\n'
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        f.write(text)
+    return record
+
+
 def main():
     rng = random.Random(SEED)
     seen = {}
@@ -723,6 +841,12 @@ def main():
             f.write(line.replace("\n", " ") + "\n")
     size = os.path.getsize(OUT)
     print(f"wrote {OUT}: {len(out)} lines, {size} bytes")
+    lines = [line.replace("\n", " ").strip() for line in out]
+    record = write_split(lines)
+    print(
+        f"wrote {SPLIT_OUT}: {record['documents']} documents, held out {record['eval_documents']} "
+        f"({record['eval_lines']} lines)"
+    )
 
 
 if __name__ == "__main__":
