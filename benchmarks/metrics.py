@@ -245,7 +245,8 @@ def policy_logprobs(
         raise NotMeasured(
             "the decoder samples from reference logits + w * scorer bonus, not from a policy model; KL not measured"
         )
-    ids_of = {int(t): a for a, t in enumerate(runtime.action_ids)} if runtime.action_ids is not None else None
+    action_ids = getattr(runtime, "action_ids", None)
+    ids_of = {int(t): a for a, t in enumerate(action_ids)} if action_ids is not None else None
 
     def action(tok: int) -> int:
         if ids_of is None:
