@@ -90,6 +90,32 @@ def test_no_eval_line_shares_a_sentence_with_a_training_line(data: pr.ReferenceD
     assert pr.contaminated(data.train_lines, data.eval_lines) == []
 
 
+@pytest.mark.parametrize(
+    "filename",
+    [
+        "sentiment.jsonl",
+        "keywords.jsonl",
+        "similarity.jsonl",
+        "preference_prompts.jsonl",
+        "preference_pairs.jsonl",
+    ],
+)
+def test_no_task_test_row_is_in_the_reference_training_lines(filename: str, data: pr.ReferenceData) -> None:
+    text = "\n".join(" ".join(line.lower().split()) for line in data.train_lines)
+    with open(data_path(filename), encoding="utf-8") as fh:
+        rows = [json.loads(line) for line in fh if line.strip()]
+    test_texts = [
+        str(r[col])
+        for r in rows
+        if r.get("split") == "test"
+        for col in ("prompt", "reference", "chosen")
+        if col in r
+    ]
+    assert test_texts
+    seen = [t for t in test_texts if " ".join(t.lower().split()) in text]
+    assert not seen, f"{filename}: test rows inside the reference LM's training lines, e.g. {seen[:2]}"
+
+
 def test_derived_lines_come_from_train_documents_only(data: pr.ReferenceData) -> None:
     held = {" ".join(line.split()) for line in data.eval_lines}
     copies = [
