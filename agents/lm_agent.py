@@ -98,8 +98,8 @@ def resolve_policy(spec: Any, env: Any, value_head: bool, seed: int = 0) -> Caus
     policy = CausalLMPolicy(
         model, tokenizer=runtime.tokenizer, action_ids=runtime.action_ids, value_head=value_head
     )
-    if spec is None:
-        policy.source = "default"
+    if spec is None or (isinstance(spec, str) and spec in ("default", TINY_RANDOM)):
+        policy.source = "default" if spec is None else spec
     return policy
 
 
