@@ -119,7 +119,7 @@ class ReasoningSpec:
         instance_seed: int = 0,
         **options: Any,
     ) -> None:
-        rg = _reasoning_gym()
+        _reasoning_gym()
         from reasoning_gym.factory import DATASETS
 
         if generator not in DATASETS:
@@ -128,7 +128,6 @@ class ReasoningSpec:
             )
         if split not in ("train", "test", "all"):
             raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
-        self.rg = rg
         self.generator = generator
         extra = {k: v for k, v in options.items() if k not in _RUNTIME_OPTIONS and k not in _VECTOR_ONLY}
         self.config = {**(config or {}), **extra}
@@ -147,7 +146,7 @@ class ReasoningSpec:
             description=f"reasoning-gym {generator!r}",
             prompt_file=None,
             scorer=None,
-            max_prompt_tokens=64,
+            max_prompt_tokens=96,
             max_new_tokens=16,
         )
         self.options: dict[str, Any] = {
@@ -165,7 +164,7 @@ class ReasoningSpec:
         """Prompt rows of ``level`` in this env's split."""
         lvl = level if (self.level_given or self.max_difficulty > 1) else None
         cfg = generator_config(self.generator, lvl, self.instance_seed, self.num_instances, **self.config)
-        dataset = self.rg.create_dataset(self.generator, **cfg)
+        dataset = _reasoning_gym().create_dataset(self.generator, **cfg)
         rows, seen = [], set()
         for entry in dataset:
             q = str(entry["question"])
@@ -215,7 +214,8 @@ class ReasoningTokenEnv(_ReasoningEnv, TokenEnv):
     ``Discrete(V)`` (the whole vocabulary; ``action_vocab=`` restricts it).
 
     ## Observation Space
-    As :class:`~aligngym.envs.core.TokenEnv` (prompt slot 64 tokens, longer questions left-truncated; budget 16).
+    As :class:`~aligngym.envs.core.TokenEnv`: a prompt slot of 96 tokens (longer questions are left-truncated with a
+    warning: raise ``max_prompt_tokens``) and a budget of 16 tokens.
 
     ## Rewards
     The verifier's score in [0, 1] at the end.
