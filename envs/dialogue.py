@@ -11,13 +11,13 @@ import copy
 import re
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from aligngym.envs.dialogue_tasks import DialogueTask, get_dialogue_task
 from aligngym.envs.scorers import BaseScorer, ScorerError, make_scorer
 from aligngym.envs.simulators import TurnContext, make_simulator
 from aligngym.envs.tasks import data_path, normalize_prompt_rows, read_jsonl
@@ -26,44 +26,6 @@ from aligngym.envs.tokenization import TextTokenizer, load_tokenizer
 CONTEXT_OVERFLOW = ("end", "error", "truncate")
 #: the scorer name that pays 1.0 when the simulator reports the goal reached, else 0.0
 GOAL_SCORER = "goal"
-
-
-@dataclass(frozen=True)
-class DialogueTask:
-    """One multi-turn task: openings + a user simulator + scorers + limits.
-
-    :param name: CamelCase name used in the env ids.
-    :param description: one line for ``list_envs()``.
-    :param prompt_file: JSONL file in ``aligngym.envs.data`` with the user's openings (``prompt`` + context
-        columns), or ``None`` when the simulator writes the openings (``default_rows()``).
-    :param simulator: ``"scripted"``, ``"guess"``, ``"lm"`` (see :mod:`aligngym.envs.simulators`).
-    :param simulator_kwargs: options of the named simulator.
-    :param turn_scorer: scorer spec paid at the end of every assistant turn, or ``None``.
-    :param scorer: scorer spec paid at the end of the episode (``"goal"``: 1.0 on success), or ``None``.
-    :param turn_prompt: how the turn scorer sees the prompt: ``{user}`` = the user's last message, ``{opening}``.
-    :param max_turns: assistant turns per episode.
-    :param max_turn_tokens: token budget of one assistant turn.
-    :param max_context_tokens: L, the observation length (the whole history must fit, see ``context_overflow``).
-    :param action_vocab: default restricted action vocabulary, or ``None`` for every token.
-    :param chat_template: (user separator, assistant separator) text, each encoded once.
-    :param opening_regex: when a row's ``prompt`` matches it, the user's opening is its first group (the Dialogue
-        task reuses the single-turn ``"Q: ...\\nA:"`` prompts this way); ``None``: the prompt as it is.
-    """
-
-    name: str
-    description: str
-    prompt_file: str | None
-    simulator: str
-    simulator_kwargs: dict[str, Any] = field(default_factory=dict)
-    turn_scorer: Any = None
-    scorer: Any = None
-    turn_prompt: str = "{user}"
-    max_turns: int = 3
-    max_turn_tokens: int = 16
-    max_context_tokens: int = 160
-    action_vocab: tuple[str, ...] | None = None
-    chat_template: tuple[str, str] = ("\nUser:", "\nAssistant:")
-    opening_regex: str | None = None
 
 
 def _positive(name: str, value: Any) -> int:
@@ -257,7 +219,7 @@ class DialogueEnv(gym.Env[dict[str, np.ndarray], Any]):
 
     Options (keyword): ``task`` (a :class:`DialogueTask` or a registered name), ``prompts`` / ``prompt_file`` /
     ``split``, ``tokenizer``, ``simulator`` (name or object with ``reply``), ``simulator_kwargs``, ``difficulty``,
-    ``turn_scorer``, ``scorer``, ``max_turns``, ``max_turn_tokens``, ``max_context_tokens``, ``action_vocab`` (``"all"``: every token),
+    ``turn_scorer``, ``scorer``, ``max_turns``, ``max_turn_tokens`` (alias ``max_new_tokens``), ``max_context_tokens``, ``action_vocab`` (``"all"``: every token),
     ``chat_template``, ``context_overflow`` ("end", "error", "truncate"), ``turn_penalty``, ``device``,
     ``render_mode`` ("ansi").
     """
@@ -267,8 +229,6 @@ class DialogueEnv(gym.Env[dict[str, np.ndarray], Any]):
     def __init__(
         self, task: str | DialogueTask = "Dialogue", render_mode: str | None = None, **options: Any
     ) -> None:
-        from aligngym.envs.dialogue_tasks import get_dialogue_task
-
         options.pop("autoreset_mode", None)  # vector-only options (make_vec sync mode passes every kwarg)
         options.pop("scorer_batch_size", None)
         if "max_new_tokens" in options:  # the single-turn name of the per-turn budget
@@ -610,3 +570,14 @@ class DialogueSequenceEnv(DialogueEnv):
         reward, terminated, info = self._end_turn()
         info.update(self._info())
         return self._obs(), float(reward), terminated, False, info
+
+
+__all__ = [
+    "CONTEXT_OVERFLOW",
+    "GOAL_SCORER",
+    "DialogueEnv",
+    "DialogueRuntime",
+    "DialogueSequenceEnv",
+    "DialogueTask",
+    "DialogueTokenEnv",
+]

@@ -7,11 +7,49 @@ questions over a shipped attribute table, with a verifiable outcome (restricted 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
 
-from aligngym.envs.dialogue import DialogueTask
+
+@dataclass(frozen=True)
+class DialogueTask:
+    """One multi-turn task: openings + a user simulator + scorers + limits.
+
+    :param name: CamelCase name used in the env ids.
+    :param description: one line for ``list_envs()``.
+    :param prompt_file: JSONL file in ``aligngym.envs.data`` with the user's openings (``prompt`` + context
+        columns), or ``None`` when the simulator writes the openings (``default_rows()``).
+    :param simulator: ``"scripted"``, ``"guess"``, ``"lm"`` (see :mod:`aligngym.envs.simulators`).
+    :param simulator_kwargs: options of the named simulator.
+    :param turn_scorer: scorer spec paid at the end of every assistant turn, or ``None``.
+    :param scorer: scorer spec paid at the end of the episode (``"goal"``: 1.0 on success), or ``None``.
+    :param turn_prompt: how the turn scorer sees the prompt: ``{user}`` = the user's last message, ``{opening}``.
+    :param max_turns: assistant turns per episode.
+    :param max_turn_tokens: token budget of one assistant turn.
+    :param max_context_tokens: L, the observation length (the whole history must fit, see ``context_overflow``).
+    :param action_vocab: default restricted action vocabulary, or ``None`` for every token.
+    :param chat_template: (user separator, assistant separator) text, each encoded once.
+    :param opening_regex: when a row's ``prompt`` matches it, the user's opening is its first group (the Dialogue
+        task reuses the single-turn ``"Q: ...\\nA:"`` prompts this way); ``None``: the prompt as it is.
+    """
+
+    name: str
+    description: str
+    prompt_file: str | None
+    simulator: str
+    simulator_kwargs: dict[str, Any] = field(default_factory=dict)
+    turn_scorer: Any = None
+    scorer: Any = None
+    turn_prompt: str = "{user}"
+    max_turns: int = 3
+    max_turn_tokens: int = 16
+    max_context_tokens: int = 160
+    action_vocab: tuple[str, ...] | None = None
+    chat_template: tuple[str, str] = ("\nUser:", "\nAssistant:")
+    opening_regex: str | None = None
+
 
 GUESS_ACTIONS = (" fly", " swim", " eggs", " big", " cat", " dog", " fish", " bird")
 
