@@ -142,7 +142,8 @@ def _reference_agent_class() -> type:
     import torch
 
     from aligngym.agents.base import Agent, AgentConfig, add_batch_dim
-    from aligngym.agents.lm import CausalLMPolicy, env_runtime
+    from aligngym.agents.lm import env_runtime
+    from aligngym.agents.policies import CausalLMPolicy
 
     @dataclasses.dataclass
     class ReferenceConfig(AgentConfig):
@@ -344,7 +345,7 @@ for _spec in (
     AgentSpec(
         "reference",
         _reference_factory,
-        "aligngym.agents.lm",
+        "aligngym.agents.policies",
         "the shipped reference LM decoding, untrained (CausalLMPolicy; greedy or sampled)",
         learns=False,
     ),
@@ -426,7 +427,8 @@ def agent_status(name: str) -> str:
 
 
 def list_agents() -> dict[str, str]:
-    """Every named agent with its description and availability."""
+    """Every named agent with its description, availability and ``[oracle]`` where its default mode is one."""
     return {
-        name: f"[{spec.family}] {spec.description} ({agent_status(name)})" for name, spec in AGENTS.items()
+        name: f"[{spec.family}]{' [oracle]' if spec.oracle else ''} {spec.description} ({agent_status(name)})"
+        for name, spec in AGENTS.items()
     }

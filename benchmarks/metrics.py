@@ -230,7 +230,7 @@ def policy_logprobs(
 ) -> list[np.ndarray]:
     """log pi of every generated token of every completion under the agent's policy model.
 
-    :param agent: an agent whose ``policy`` is a :class:`~aligngym.agents.lm.CausalLMPolicy` (one forward pass per
+    :param agent: an agent whose ``policy`` is a :class:`~aligngym.agents.policies.CausalLMPolicy` (one forward pass per
         batch) or another token policy module ``policy(input_ids, attention_mask) -> logits (B, k)`` (GRU).
     :param runtime: the env's ``TaskRuntime`` (action map, action masks, layout).
     :param prompt_ids: int64 (N, P) prompt slots as the env's first observation holds them (left-padded).
