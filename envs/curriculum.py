@@ -7,6 +7,7 @@ reasoning envs); it reports the level in ``info["difficulty"]`` and its state in
 
 from __future__ import annotations
 
+import copy
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, SupportsFloat
@@ -271,6 +272,40 @@ class Curriculum(gym.Wrapper[Any, Any, Any, Any]):
         return info
 
 
+def make_curriculum_vec(
+    env_id: str,
+    num_envs: int,
+    env_kwargs: dict[str, Any] | None = None,
+    **curriculum_kwargs: Any,
+) -> gym.vector.SyncVectorEnv:
+    """``num_envs`` copies of ``Curriculum(gym.make(env_id, **env_kwargs), **curriculum_kwargs)`` in a
+    ``SyncVectorEnv``, all moved by one :class:`CurriculumController` (the episodes of every copy count).
+
+    The native vector env runs at a fixed level; this is the vector form of a curriculum. Each copy reports its
+    episode's level in ``info["difficulty"]`` (batched by ``SyncVectorEnv``).
+
+    :param env_id: an id whose env takes ``options={"difficulty": k}`` (``"aligngym/Count-Token-v0"``).
+    :param num_envs: copies.
+    :param env_kwargs: ``gym.make`` keyword arguments (e.g. ``{"max_difficulty": 4}``).
+    :param curriculum_kwargs: :class:`Curriculum`'s arguments (``target_success``, ``window``, ``schedule``...).
+    """
+    if not _is_int(num_envs) or num_envs <= 0:
+        raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+    first = Curriculum(gym.make(env_id, **(env_kwargs or {})), **curriculum_kwargs)
+    copies = [first] + [copy.deepcopy(first) for _ in range(num_envs - 1)]
+    return gym.vector.SyncVectorEnv([_Returning(e) for e in copies])
+
+
+class _Returning:
+    """A picklable env factory that returns one already built env."""
+
+    def __init__(self, env: gym.Env[Any, Any]) -> None:
+        self.env = env
+
+    def __call__(self) -> gym.Env[Any, Any]:
+        return self.env
+
+
 def linear_schedule(total_steps: int, min_level: int, max_level: int) -> list[tuple[int, int]]:
     """A fixed schedule that spends ``total_steps / (levels)`` env steps on each level, easiest first."""
     if not _is_int(total_steps) or total_steps <= 0:
@@ -281,4 +316,11 @@ def linear_schedule(total_steps: int, min_level: int, max_level: int) -> list[tu
     return [(round(k * total_steps / n), min_level + k) for k in range(n)]
 
 
-__all__ = ["Curriculum", "CurriculumController", "ScheduleFn", "default_success", "linear_schedule"]
+__all__ = [
+    "Curriculum",
+    "CurriculumController",
+    "ScheduleFn",
+    "default_success",
+    "linear_schedule",
+    "make_curriculum_vec",
+]

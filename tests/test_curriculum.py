@@ -9,7 +9,12 @@ import gymnasium as gym
 import pytest
 
 import aligngym.envs.procedural  # noqa: F401  (registers the procedural ids)
-from aligngym.envs.curriculum import Curriculum, CurriculumController, linear_schedule
+from aligngym.envs.curriculum import (
+    Curriculum,
+    CurriculumController,
+    linear_schedule,
+    make_curriculum_vec,
+)
 
 
 def _play(env: gym.Env, right: bool) -> dict:
@@ -106,6 +111,25 @@ def test_deep_copies_share_one_curriculum():
     twin = copy.deepcopy(env)
     assert twin.controller is env.controller
     assert twin.env is not env.env
+
+
+def test_vector_form_moves_every_copy_with_one_controller():
+    venv = make_curriculum_vec(
+        "aligngym/Count-Token-v0", 4, {"max_difficulty": 3}, target_success=0.5, window=8, start_level=1
+    )
+    _, info = venv.reset(seed=0)
+    assert list(info["difficulty"]) == [1, 1, 1, 1]
+    ctrl = venv.envs[0].controller
+    assert all(e.controller is ctrl for e in venv.envs)
+    for _ in range(8):
+        ctrl.on_episode_end(True)  # as if eight episodes at level 1 had succeeded, in any copy
+    levels = set()
+    for _ in range(6):  # Count episodes take two steps; NEXT_STEP autoreset starts the next one at level 2
+        _, _, _, _, info = venv.step(venv.action_space.sample())
+        levels.update(int(d) for d in info["difficulty"])
+    assert 2 in levels and ctrl.level >= 2
+    with pytest.raises(ValueError, match="num_envs"):
+        make_curriculum_vec("aligngym/Count-Token-v0", 0, {"max_difficulty": 3})
 
 
 def test_reset_options_are_kept_and_difficulty_added():
