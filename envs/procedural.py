@@ -151,7 +151,9 @@ class _ProceduralEnv:
 
     def set_difficulty(self, level: int) -> None:
         """Move to ``level`` (1..``max_difficulty``); takes effect at the next ``reset``."""
-        level = _level("difficulty", level)
+        if isinstance(level, bool) or not isinstance(level, int | np.integer) or level < 1:
+            raise ValueError(f"difficulty must be a positive integer, got {level!r}")
+        level = int(level)
         if level > self.procedural.max_difficulty:
             raise ValueError(
                 f"difficulty {level} is above max_difficulty={self.procedural.max_difficulty}; build the env with "
