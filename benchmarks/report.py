@@ -53,7 +53,7 @@ def load_records(
     found: list[dict[str, Any]] = []
     for path in sorted((out / RUNS_DIR).glob("*.json")):
         try:
-            found.append(read_record(path))
+            found.append(upgrade_record(read_record(path)))
         except ValueError as err:
             entry = {"file": str(path), "reason": str(err)}
             if unreadable is not None:
@@ -61,6 +61,19 @@ def load_records(
             warnings.warn(f"unreadable run record {path}: {err}", UserWarning, stacklevel=2)
     order = _suite_order(out)
     return sorted(found, key=lambda r: (order.get(r["run_id"], len(order)), r["run_id"]))
+
+
+def upgrade_record(rec: dict[str, Any]) -> dict[str, Any]:
+    """A record of an older harness in today's terms (in place): schema 1 stored the agent's last training-batch
+    ``charts/kl`` as ``kl``; it moves to ``train_kl`` so that no table shows it as the KL measured on evaluation."""
+    if int(rec.get("schema") or 1) < 2:
+        for point in [*(rec.get("curve") or []), rec.get("final") or {}]:
+            if "kl" in point and "kl_note" not in point:
+                point["train_kl"] = point.pop("kl")
+                point["kl_note"] = (
+                    "recorded by an older harness (schema 1): only the training-batch KL (train_kl)"
+                )
+    return rec
 
 
 def unreadable_records(out_dir: str | Path) -> list[dict[str, str]]:

@@ -24,7 +24,8 @@ from aligngym.benchmarks.agents import get_agent_spec, is_oracle, make_agent
 from aligngym.benchmarks.metrics import distinct_n, lm_metrics, repetition_rate
 from aligngym.benchmarks.suite import RunSpec
 
-SCHEMA_VERSION = 1
+#: 2: ``kl`` is measured on the evaluation completions (1: it was the agent's last training-batch ``charts/kl``)
+SCHEMA_VERSION = 2
 RUNS_DIR = "runs"
 
 
@@ -374,9 +375,15 @@ def _read_record(path: Path) -> dict[str, Any] | None:
 
 
 def finished_record(out_dir: str | Path, spec: RunSpec) -> dict[str, Any] | None:
-    """The stored record of ``spec`` when it finished with status ok and the same fingerprint, else ``None``."""
+    """The stored record of ``spec`` when it finished with status ok, the same fingerprint and this harness's
+    :data:`SCHEMA_VERSION` (a record of an older harness lacks today's metrics: it runs again), else ``None``."""
     rec = _read_record(run_json_path(out_dir, spec.run_id))
-    if rec and rec.get("status") == "ok" and rec.get("fingerprint") == spec.fingerprint():
+    if (
+        rec
+        and rec.get("status") == "ok"
+        and rec.get("fingerprint") == spec.fingerprint()
+        and rec.get("schema") == SCHEMA_VERSION
+    ):
         return rec
     return None
 

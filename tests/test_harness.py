@@ -206,6 +206,17 @@ def test_resume_reruns_a_run_whose_settings_changed(tiny_out: tuple[Path, Any], 
     assert result.skipped == [] and result.ran == ["Target-Token-v0__random__s0"]
 
 
+def test_resume_reruns_a_run_recorded_by_an_older_harness(tiny_out: tuple[Path, Any], tmp_path: Path) -> None:
+    out = tmp_path / "copy"
+    shutil.copytree(tiny_out[0], out)
+    path = run_json_path(out, "Target-Token-v0__random__s0")
+    rec = json.loads(path.read_text())
+    path.write_text(json.dumps({**rec, "schema": 1}))  # its "kl" meant the training-batch KL
+    specs = [s for s in tiny_specs() if s.run_id == "Target-Token-v0__random__s0"]
+    result = run_suite(specs, out, resume=True, progress=False, report=False, log=lambda _: None)
+    assert result.ran == ["Target-Token-v0__random__s0"] and result.skipped == []
+
+
 def test_an_agent_failing_mid_run_keeps_its_curve_and_the_others_finish(tmp_path: Path) -> None:
     suite = {
         "agents": {"boom": {"agent": "tests.test_harness:ExplodingAgent"}},

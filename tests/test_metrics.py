@@ -267,3 +267,33 @@ def test_kl_of_an_sb3_actor_is_measured_from_its_action_distribution(algo: str) 
         expected = agent.model.policy.get_distribution(t).log_prob(torch.as_tensor([action])).item()
     got = policy_logprobs(agent, rt, prompt[None], mask[None], [comp])[0][0]
     assert got == pytest.approx(expected, abs=1e-5)
+
+
+def test_an_old_record_never_shows_its_training_kl_as_the_measured_kl(tmp_path: Path) -> None:
+    from aligngym.benchmarks.report import upgrade_record
+
+    old = _record("Sentiment-Token-v0__ppo__s0", "ppo", 0, 0.5, None)
+    old["schema"] = 1
+    for point in old["curve"]:
+        point.pop("kl_note", None)
+    upgrade_record(old)
+    assert "kl" not in old["final"] and old["final"]["train_kl"] == 1.5
+    assert "older harness" in old["final"]["kl_note"]
+    assert "| - | 9.00 |" in results_table([old], HackingRule())  # KL empty, perplexity kept
+
+
+def test_the_curves_plot_has_a_gold_panel_when_the_env_reports_gold(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from aligngym.benchmarks.plots import plot_env
+
+    with_gold = [_record("a", "ppo", 0, 0.5, 0.4)]
+    without = [_record("b", "ppo", 0, 0.5, None)]
+    widths = []
+    for i, recs in enumerate((with_gold, without)):
+        out = tmp_path / str(i)
+        out.mkdir()
+        curves = plot_env(recs, "aligngym/Sentiment-Token-v0", out, HackingRule())[0]
+        with Image.open(curves) as img:
+            widths.append(img.size[0])
+    assert widths[0] > 1.3 * widths[1]  # three panels (score vs steps, vs time, gold vs steps) instead of two
