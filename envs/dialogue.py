@@ -10,208 +10,16 @@ from __future__ import annotations
 import copy
 import re
 import warnings
-from collections.abc import Sequence
 from typing import Any, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from aligngym.envs.dialogue_runtime import CONTEXT_OVERFLOW, GOAL_SCORER, DialogueRuntime
 from aligngym.envs.dialogue_tasks import DialogueTask, get_dialogue_task
-from aligngym.envs.scorers import BaseScorer, ScorerError, make_scorer
-from aligngym.envs.simulators import TurnContext, make_simulator
-from aligngym.envs.tasks import data_path, normalize_prompt_rows, read_jsonl
-from aligngym.envs.tokenization import TextTokenizer, load_tokenizer
-
-CONTEXT_OVERFLOW = ("end", "error", "truncate")
-#: the scorer name that pays 1.0 when the simulator reports the goal reached, else 0.0
-GOAL_SCORER = "goal"
-
-
-def _positive(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or int(value) <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-class DialogueRuntime:
-    """Resolved options of a dialogue env (tokenizer, rows, simulator, scorers, action map, template ids)."""
-
-    def __init__(
-        self,
-        task: DialogueTask,
-        *,
-        prompts: Sequence[Any] | None = None,
-        prompt_file: str | None = None,
-        split: str = "train",
-        tokenizer: Any = None,
-        simulator: Any = None,
-        simulator_kwargs: dict[str, Any] | None = None,
-        turn_scorer: Any = None,
-        scorer: Any = None,
-        max_turns: int | None = None,
-        max_turn_tokens: int | None = None,
-        max_context_tokens: int | None = None,
-        action_vocab: Sequence[str | int] | str | None = None,
-        chat_template: Sequence[str] | None = None,
-        context_overflow: str = "end",
-        turn_penalty: float = 0.0,
-        difficulty: int | None = None,
-        device: str = "auto",
-    ) -> None:
-        self.task = task
-        self.tokenizer: TextTokenizer = load_tokenizer(tokenizer)
-        tok = self.tokenizer
-        self.vocab_size = tok.vocab_size
-        self.eos_id = tok.eos_id
-        self.device = device
-        self.max_turns = _positive("max_turns", max_turns if max_turns is not None else task.max_turns)
-        self.max_turn_tokens = _positive(
-            "max_turn_tokens", max_turn_tokens if max_turn_tokens is not None else task.max_turn_tokens
-        )
-        self.seq_len = _positive(
-            "max_context_tokens",
-            max_context_tokens if max_context_tokens is not None else task.max_context_tokens,
-        )
-        if context_overflow not in CONTEXT_OVERFLOW:
-            raise ValueError(f"context_overflow must be one of {CONTEXT_OVERFLOW}, got {context_overflow!r}")
-        self.context_overflow = context_overflow
-        self.turn_penalty = float(turn_penalty)
-        template = tuple(chat_template) if chat_template is not None else task.chat_template
-        if len(template) != 2 or not all(isinstance(s, str) and s for s in template):
-            raise ValueError(
-                f"chat_template must be two non-empty strings (user, assistant), got {template!r}"
-            )
-        self.chat_template = template
-        self.user_sep = list(tok.encode(template[0]))
-        self.assistant_sep = list(tok.encode(template[1]))
-        if len(self.user_sep) + len(self.assistant_sep) + self.max_turn_tokens >= self.seq_len:
-            raise ValueError(
-                f"max_context_tokens={self.seq_len} leaves no room for an opening: the separators take "
-                f"{len(self.user_sep) + len(self.assistant_sep)} tokens and a turn up to {self.max_turn_tokens}"
-            )
-
-        # actions
-        vocab = action_vocab if action_vocab is not None else task.action_vocab
-        if isinstance(vocab, str) and vocab == "all":
-            vocab = None  # the whole vocabulary, overriding a task's restricted default
-        if vocab is None:
-            self.action_ids: np.ndarray | None = None
-            self.n_actions = self.vocab_size
-        else:
-            ids = [self._vocab_id(v) for v in vocab]
-            if not ids or len(set(ids)) != len(ids):
-                raise ValueError(f"action_vocab must be non-empty with distinct token ids, got {ids}")
-            self.action_ids = np.asarray(ids, dtype=np.int64)
-            self.n_actions = len(ids)
-        tokens = self.action_ids if self.action_ids is not None else np.arange(self.n_actions)
-        blocked = [t for t in tok.special_ids if t != self.eos_id]
-        self._base_mask = ~np.isin(tokens, blocked)
-        self._eos_action = (
-            np.flatnonzero(tokens == self.eos_id) if self.eos_id is not None else np.zeros(0, int)
-        )
-        if not self._base_mask.any():
-            raise ValueError("every action is a special token; give action_vocab some real tokens")
-        if self._base_mask.sum() == self._eos_action.size:
-            raise ValueError("action_vocab holds only the end-of-turn token; a turn needs at least one other")
-
-        # simulator
-        sim_kwargs = dict(task.simulator_kwargs)
-        sim_kwargs.update(simulator_kwargs or {})
-        if difficulty is not None:
-            sim_kwargs["difficulty"] = difficulty
-        sim_spec = simulator if simulator is not None else task.simulator
-        if not isinstance(sim_spec, str) and sim_kwargs:
-            sim_kwargs = {}  # options of the task's named simulator do not apply to a user object
-        self.simulator = make_simulator(sim_spec, **sim_kwargs)
-        if callable(getattr(self.simulator, "bind", None)):
-            self.simulator.bind(tok)
-        self.sim_wants_context = bool(getattr(self.simulator, "wants_context", False))
-
-        # openings
-        if prompts is not None and prompt_file is not None:
-            raise ValueError("pass prompts= or prompt_file=, not both")
-        if prompts is not None:
-            rows = normalize_prompt_rows(prompts)
-        else:
-            source = prompt_file or task.prompt_file
-            if source is not None:
-                rows = read_jsonl(prompt_file if prompt_file is not None else data_path(source))
-                if split != "all":
-                    rows = [r for r in rows if r.get("split", split) == split]
-                if not rows:
-                    raise ValueError(f"opening file {source!r} has no rows for split {split!r}")
-            elif callable(getattr(self.simulator, "default_rows", None)):
-                rows = self.simulator.default_rows()
-            else:
-                raise ValueError(f"task {task.name!r} has no openings: pass prompts=[...] or prompt_file=")
-            rows = normalize_prompt_rows(rows, source=str(source or "simulator"))
-        self.rows = rows
-        #: no fixed prompt slot: the history grows from position 0 (single-turn code reads None as "pool all L")
-        self.max_prompt_tokens: int | None = None
-        self.context_keys = sorted({k for r in rows for k in r} - {"prompt", "split"})
-
-        # scorers (lazy; user objects validated now)
-        self.turn_scorer_spec = turn_scorer if turn_scorer is not None else task.turn_scorer
-        self.scorer_spec = scorer if scorer is not None else task.scorer
-        if self.turn_scorer_spec is None and self.scorer_spec is None:
-            raise ValueError(f"task {task.name!r} needs turn_scorer= or scorer= (a name, dict or callable)")
-        self._scorers: dict[str, BaseScorer] = {}
-        for key, spec in (("turn", self.turn_scorer_spec), ("episode", self.scorer_spec)):
-            if spec is not None and not isinstance(spec, str | dict):
-                self._scorers[key] = make_scorer(spec, device=device)
-
-    def _vocab_id(self, entry: str | int) -> int:
-        if isinstance(entry, bool) or not isinstance(entry, str | int | np.integer):
-            raise TypeError(f"action_vocab entries must be token strings or ids, got {entry!r}")
-        if isinstance(entry, str):
-            return self.tokenizer.single_token_id(entry)
-        if not 0 <= int(entry) < self.vocab_size:
-            raise ValueError(f"action_vocab id {entry} out of range for vocabulary size {self.vocab_size}")
-        return int(entry)
-
-    def token_of(self, action: int) -> int:
-        """Token id of an action index."""
-        return int(self.action_ids[action]) if self.action_ids is not None else int(action)
-
-    def action_mask(self, turn_len: int) -> np.ndarray:
-        """Valid actions (bool, (n_actions,)): special tokens off; the end-of-turn token off as a turn's first."""
-        mask = self._base_mask.copy()
-        if turn_len == 0 and self._eos_action.size:
-            mask[self._eos_action] = False
-        return mask
-
-    def scorer(self, which: str) -> BaseScorer | None:
-        spec = self.turn_scorer_spec if which == "turn" else self.scorer_spec
-        if spec is None or spec == GOAL_SCORER:
-            return None
-        if which not in self._scorers:
-            self._scorers[which] = make_scorer(spec, device=self.device)
-        return self._scorers[which]
-
-    def score(
-        self, which: str, row: dict[str, Any], prompt: str, completion: str
-    ) -> tuple[float, dict[str, float]]:
-        """One scorer call: the ``which`` ("turn"/"episode") scorer on ``(prompt, completion)`` with row context."""
-        scorer = self.scorer(which)
-        assert scorer is not None
-        context = {k: [v] for k, v in row.items() if k not in ("prompt", "split")}
-        try:
-            total, comps = scorer.score_with_components([prompt], [completion], **context)
-        except ScorerError:
-            raise
-        except Exception as err:
-            raise ScorerError(f"scorer {scorer.name!r} raised {type(err).__name__}: {err}") from err
-        return float(total[0]), {k: float(v[0]) for k, v in comps.items()}
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_scorers"] = {
-            k: v
-            for k, v in self._scorers.items()
-            if not isinstance(self.turn_scorer_spec if k == "turn" else self.scorer_spec, str | dict)
-        }
-        return state
+from aligngym.envs.simulators import TurnContext
+from aligngym.envs.tasks import normalize_prompt_rows
 
 
 class DialogueEnv(gym.Env[dict[str, np.ndarray], Any]):
@@ -342,21 +150,40 @@ class DialogueEnv(gym.Env[dict[str, np.ndarray], Any]):
     # -- the end of an assistant turn ------------------------------------------------------------------------------
     def _end_turn(self) -> tuple[float, bool, dict[str, Any]]:
         """Score the turn, let the user answer, decide whether the conversation goes on."""
+        request = self._close_turn()
+        scored = None
+        if request is not None:
+            assert self._row is not None
+            scored = self.runtime.score("turn", self._row, *request)
+        return self._after_turn(scored)
+
+    def _close_turn(self) -> tuple[str, str] | None:
+        """Append the finished turn to the history; the ``(prompt, text)`` the turn scorer judges (or ``None``)."""
         rt = self.runtime
-        assert self._row is not None
         turn_ids = list(self._turn_ids)
         text_ids = turn_ids[:-1] if (turn_ids and turn_ids[-1] == rt.eos_id) else turn_ids
         agent_text = rt.tokenizer.decode(text_ids)
         self._history = self._history + turn_ids
         self._turn_ids = []
         self._transcript.append({"role": "assistant", "text": agent_text, "ids": tuple(turn_ids)})
+        if rt.scorer("turn") is None:
+            return None
         last_user = self._transcript[-2]["text"]
+        return rt.task.turn_prompt.format(user=last_user.strip(), opening=self._opening.strip()), agent_text
+
+    def _after_turn(
+        self, scored: tuple[float, dict[str, float]] | None
+    ) -> tuple[float, bool, dict[str, Any]]:
+        """Pay the turn score, get the user's reply and decide the episode (the vector env scores in batches)."""
+        rt = self.runtime
+        assert self._row is not None
+        agent_text = self._transcript[-1]["text"]
+        turn_ids = list(self._transcript[-1]["ids"])
         info: dict[str, Any] = {"turn_text": agent_text}
         reward = -rt.turn_penalty if rt.turn_penalty else 0.0
         turn_score = 0.0
-        if rt.scorer("turn") is not None:
-            prompt = rt.task.turn_prompt.format(user=last_user.strip(), opening=self._opening.strip())
-            turn_score, comps = rt.score("turn", self._row, prompt, agent_text)
+        if scored is not None:
+            turn_score, comps = scored
             info["turn_components"] = comps
             reward += turn_score
         self._turn_scores.append(turn_score)
@@ -426,6 +253,16 @@ class DialogueEnv(gym.Env[dict[str, np.ndarray], Any]):
         }
         return reward, info
 
+    def _apply(self, action: Any) -> bool:
+        raise NotImplementedError
+
+    def _step_result(
+        self, turn: tuple[float, bool, dict[str, Any]] | None
+    ) -> tuple[dict[str, np.ndarray], SupportsFloat, bool, bool, dict[str, Any]]:
+        reward, terminated, info = turn if turn is not None else (0.0, False, {})
+        info.update(self._info())
+        return self._obs(), float(reward), terminated, False, info
+
     def render(self) -> str | None:
         if self.render_mode != "ansi":
             return None
@@ -488,6 +325,10 @@ class DialogueTokenEnv(DialogueEnv):
 
     def step(self, action: Any) -> tuple[dict[str, np.ndarray], SupportsFloat, bool, bool, dict[str, Any]]:
         self._check_running()
+        return self._step_result(self._end_turn() if self._apply(action) else None)
+
+    def _apply(self, action: Any) -> bool:
+        """Validate and append one token; whether it ends the turn."""
         rt = self.runtime
         if isinstance(action, np.ndarray) and action.size == 1:
             action = action.reshape(()).item()
@@ -497,12 +338,7 @@ class DialogueTokenEnv(DialogueEnv):
             raise ValueError(f"action {int(action)} out of range for Discrete({rt.n_actions})")
         tok = rt.token_of(int(action))
         self._turn_ids.append(tok)
-        reward, terminated = 0.0, False
-        info: dict[str, Any] = {}
-        if (rt.eos_id is not None and tok == rt.eos_id) or len(self._turn_ids) >= rt.max_turn_tokens:
-            reward, terminated, info = self._end_turn()
-        info.update(self._info())
-        return self._obs(), float(reward), terminated, False, info
+        return (rt.eos_id is not None and tok == rt.eos_id) or len(self._turn_ids) >= rt.max_turn_tokens
 
 
 class DialogueSequenceEnv(DialogueEnv):
@@ -550,6 +386,11 @@ class DialogueSequenceEnv(DialogueEnv):
 
     def step(self, action: Any) -> tuple[dict[str, np.ndarray], SupportsFloat, bool, bool, dict[str, Any]]:
         self._check_running()
+        self._apply(action)
+        return self._step_result(self._end_turn())
+
+    def _apply(self, action: Any) -> bool:
+        """Validate a whole turn and set it as the turn in progress (it always ends the turn)."""
         rt = self.runtime
         arr = np.asarray(action)
         if arr.dtype == object or not np.issubdtype(arr.dtype, np.integer):
@@ -567,9 +408,7 @@ class DialogueSequenceEnv(DialogueEnv):
         if rt.eos_id is not None and rt.eos_id in tokens:
             tokens = tokens[: tokens.index(rt.eos_id) + 1]
         self._turn_ids = tokens
-        reward, terminated, info = self._end_turn()
-        info.update(self._info())
-        return self._obs(), float(reward), terminated, False, info
+        return True
 
 
 __all__ = [

@@ -110,16 +110,18 @@ def register_dialogue_envs() -> list[str]:
     for task in DIALOGUE_TASKS.values():
         for env_id, kind in zip(dialogue_env_ids(task), ("Token", "Sequence")):
             entry = f"aligngym.envs.dialogue:Dialogue{kind}Env"
+            vector_entry = f"aligngym.envs.dialogue_vector:Dialogue{kind}VectorEnv"
             kwargs: dict[str, Any] = {"task": task.name}
             if register_env is not None:
                 register_env(
                     env_id,
                     entry,
+                    vector_entry_point=vector_entry,
                     kwargs=kwargs,
                     description=f"[multi-turn {kind.lower()}] {task.description}",
                 )
             elif env_id not in gym.registry:
-                gym.register(id=env_id, entry_point=entry, kwargs=kwargs)
+                gym.register(id=env_id, entry_point=entry, vector_entry_point=vector_entry, kwargs=kwargs)
             ids.append(env_id)
     return ids
 

@@ -378,3 +378,56 @@ def test_q_learning_beats_random_at_twenty_questions() -> None:
 def test_dialogue_env_is_a_direct_subclass_entry_point() -> None:
     env = gym.make("aligngym/Guess-Token-v0")
     assert isinstance(env.unwrapped, DialogueTokenEnv)
+
+
+# -- native vector env ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["NextStep", "SameStep"])
+@pytest.mark.parametrize(
+    ("env_id", "kw"),
+    [("aligngym/Guess-Token-v0", {}), ("aligngym/Dialogue-Sequence-v0", {**CHEAP, "max_turn_tokens": 3})],
+)
+def test_native_vector_env_matches_sync_vector_env(env_id: str, kw: dict, mode: str) -> None:
+    native = gym.make_vec(env_id, num_envs=3, autoreset_mode=mode, **kw)
+    sync = gym.make_vec(
+        env_id,
+        num_envs=3,
+        vectorization_mode="sync",
+        vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode(mode)},
+        **kw,
+    )
+    assert type(native).__name__.startswith("Dialogue")
+    a, _ = native.reset(seed=0)
+    b, _ = sync.reset(seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        act = (
+            np.stack([native.single_action_space.sample() for _ in range(3)])
+            if kw
+            else rng.integers(8, size=3)
+        )
+        a, ra, ta, _, ia = native.step(act)
+        b, rb, tb, _, ib = sync.step(act)
+        assert all(np.array_equal(a[k], b[k]) for k in a)
+        np.testing.assert_allclose(ra, rb)
+        assert np.array_equal(ta, tb)
+    assert np.array_equal(ia["turn"], ib["turn"])
+
+
+def test_native_vector_env_scores_all_ending_turns_in_one_call() -> None:
+    from aligngym.envs.scorers import BaseScorer
+
+    calls: list[int] = []
+
+    class Counting(BaseScorer):
+        name = "counting"
+
+        def score(self, prompts, completions, **context):
+            calls.append(len(completions))
+            return np.ones(len(completions), dtype=np.float32)
+
+    venv = gym.make_vec(
+        "aligngym/Dialogue-Sequence-v0", num_envs=4, turn_scorer=Counting(), max_turn_tokens=2
+    )
+    venv.reset(seed=0)
+    venv.step(np.stack([venv.single_action_space.sample() for _ in range(4)]))
+    assert calls == [4]
