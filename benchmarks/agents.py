@@ -389,7 +389,8 @@ def make_agent(
     """Build the named agent on ``env``.
 
     :param name: a table name (``list(AGENTS)``) or an import path ``"pkg.module:Class"``.
-    :param seed: the agent's seed; :param device: ``"auto"``, ``"cpu"``, ``"cuda"``.
+    :param seed: the agent's seed.
+    :param device: ``"auto"``, ``"cpu"``, ``"cuda"``.
     :param log_dir: TensorBoard directory of the agent (``None``: none).
     :param total_timesteps: the whole training budget (fixes schedules that would follow the first chunk only).
     :param overrides: config fields of the agent (``Config`` fields, or ``make_sb3_agent`` keyword arguments).

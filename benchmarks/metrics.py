@@ -1,19 +1,7 @@
 """Evaluation metrics of the benchmark harness: diversity, repetition, KL to the reference, perplexity, hacking rule.
 
-Pure functions of completions and evaluation curves, plus :func:`lm_metrics`, which scores evaluation completions
-with the agent's policy model and the reference LM. :mod:`aligngym.benchmarks.run` computes them on the test split.
-
-Definitions (all on the completions of one evaluation, EOS removed for the n-gram metrics):
-
-* ``distinct_n``: corpus-level unique n-grams / all n-grams over every completion (Li et al., 2016).
-* ``repetition``: the share of completion tokens that repeat a token already seen earlier *in the same completion*,
-  pooled over completions (0: no completion repeats a token; "love love love" -> 2/3).
-* ``kl``: mean over completions of sum_t [log pi(y_t | x, y_<t) - log pi_ref(y_t | x, y_<t)], over every generated
-  token (EOS included). pi is the agent's policy model at its sampling temperature with the env's action masks
-  (the model's distribution, also when the evaluation decodes greedily); pi_ref is the env's reference LM (its
-  ``reference_model`` option, else the shipped reference). A single-sample Monte-Carlo estimate of KL(pi || pi_ref)
-  when the evaluation samples from pi.
-* ``ref_ppl``: exp(mean negative log-likelihood per generated token under pi_ref), pooled over all completions.
+Pure functions of completions and curves, plus :func:`lm_metrics` (scores evaluation completions with the agent's
+policy model and the reference LM); :mod:`aligngym.benchmarks.run` computes them on the test split.
 """
 
 from __future__ import annotations
@@ -413,9 +401,19 @@ def lm_metrics(
     prompt_masks: np.ndarray,
     completions: Sequence[Sequence[int]],
 ) -> dict[str, Any]:
-    """``kl`` and ``ref_ppl`` of evaluation completions (module docstring), each with a note when not measured.
+    """``kl`` and ``ref_ppl`` of evaluation completions, each with a note when not measured.
 
-    :param prompt_ids: int64 (N, P) prompt slots of the episodes' first observations; :param prompt_masks: (N, P).
+    * ``kl``: mean over completions of sum_t [log pi(y_t | x, y_<t) - log pi_ref(y_t | x, y_<t)], over every generated
+      token (EOS included). pi is the agent's policy model at its sampling temperature with the env's action masks
+      (the model's distribution, also when the evaluation decodes greedily); pi_ref is the env's reference LM (its
+      ``reference_model`` option, else the shipped reference). A single-sample Monte-Carlo estimate of
+      KL(pi || pi_ref) when the evaluation samples from pi.
+    * ``ref_ppl``: exp(mean negative log-likelihood per generated token under pi_ref), pooled over all completions.
+
+    :param agent: the evaluated agent.
+    :param runtime: the env's ``TaskRuntime``.
+    :param prompt_ids: int64 (N, P) prompt slots of the episodes' first observations.
+    :param prompt_masks: int (N, P).
     :param completions: N generated token-id sequences (EOS included).
     :returns: ``{"kl", "kl_note", "ref_ppl", "ref_ppl_note"}``; a value is ``None`` exactly when its note says why
         (an exception's type and message, or why the metric is not defined for this agent).

@@ -159,11 +159,19 @@ def run_throughput(
 ) -> dict[str, Any]:
     """Measure (a) env steps/s, (b) rollout tokens/s and (c) env overhead; returns the JSON-ready result.
 
-    :param num_envs: rows for native vs Sync (target (a)); :param async_envs: rows for native vs Sync vs Async
-        (0 skips Async; keep <= 16 on a small machine: each worker is a process).
+    :param env_id: a token-level env id.
+    :param num_envs: rows for native vs Sync (target (a)).
+    :param async_envs: rows for native vs Sync vs Async (0 skips Async; keep <= 16 on a small machine: each worker
+        is a process).
     :param scorers: scorer names for (a) and the env-API rollouts; the first is the "trivial" one of the targets.
-    :param max_new_tokens: episode length in (a); :param rollout_tokens: new tokens per completion in (b) and (c).
-    :param reps: alternating repetitions per contender (medians are reported); :param min_time: seconds per (a) rep.
+    :param max_new_tokens: episode length in (a).
+    :param rollout_batch: rows of the rollout in (b).
+    :param rollout_tokens: new tokens per completion in (b) and (c).
+    :param overhead_batch: rows of the rollout in (c).
+    :param n_layer: layers of the rollout policy's ``tiny_causal_lm``.
+    :param n_embd: its width.
+    :param reps: alternating repetitions per contender (medians are reported).
+    :param min_time: seconds per (a) repetition.
     :param device: ``"cpu"``, ``"cuda"`` or ``"auto"`` (for the policy; envs and scorers stay where they are).
     :param threads: ``torch.set_num_threads`` (``None`` leaves torch's default).
     :param clock: clock of the target verdicts: ``"cpu"`` (process CPU time; the default on CPU, robust to other
