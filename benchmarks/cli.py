@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "serve", help="serve an env as an OpenEnv server: serve ENV_ID --host H --port P", add_help=False
     )
+    sub.add_parser("probe-scorers", help="exploit probes on every scorer (benchmarks/probes.py)", add_help=False)
+    sub.add_parser("overopt", help="Goodhart curves: overopt --env TASK (benchmarks/overopt.py)", add_help=False)
     return parser
 
 
@@ -203,6 +205,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "throughput":
         return _delegate("aligngym.benchmarks.throughput", argv[1:], " (benchmarks/throughput.py)")
+    if argv and argv[0] == "probe-scorers":
+        return _delegate("aligngym.benchmarks.probes", argv[1:], " (benchmarks/probes.py)")
+    if argv and argv[0] == "overopt":
+        return _delegate("aligngym.benchmarks.overopt", argv[1:], " (benchmarks/overopt.py)")
     if argv and argv[0] == "serve":
         return _delegate(
             "aligngym.envs.serving",

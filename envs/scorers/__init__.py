@@ -38,6 +38,7 @@ _BUILTIN = {
 }
 for _name, _entry in _BUILTIN.items():
     register_scorer(_name, _entry)
+from aligngym.envs.scorers import gold as _gold  # noqa: E402,F401  (registers the gold scorers)
 
 __all__ = [
     "BaseScorer",

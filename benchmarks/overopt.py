@@ -1,0 +1,512 @@
+"""Goodhart curves (Gao et al. 2022): gold and proxy reward against d = sqrt(KL) from the reference policy.
+
+Best-of-n samples N completions per held-out prompt from the shipped reference LM, keeps the proxy's best of n
+(unbiased estimator over the N samples) and uses the analytic KL ``log n - (n - 1) / n``; RL runs (PPO at several
+fixed KL coefficients) measure KL on their evaluation completions. Both are fitted with the paper's forms
+(best-of-n ``d (alpha - beta d)``, RL ``d (alpha - beta log d)``) and written as JSON, CSV, Markdown and PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: the Gao et al. functional forms, as the names used in the outputs
+FORMS = {"bon": "d*(alpha - beta*d)", "rl": "d*(alpha - beta*log(d))"}
+
+
+# -- fitting ----------------------------------------------------------------------------------------------------------
+def bon_kl(n: int | np.ndarray) -> np.ndarray:
+    """Analytic KL(best-of-n || reference) = log n - (n - 1) / n (nats), for n >= 1."""
+    arr = np.asarray(n, dtype=np.float64)
+    if np.any(arr < 1):
+        raise ValueError(f"n must be >= 1, got {n}")
+    return np.log(arr) - (arr - 1.0) / arr
+
+
+def fit_form(d: Sequence[float], gain: Sequence[float], form: str) -> dict[str, float]:
+    """Least-squares ``alpha``, ``beta`` of ``gain = d (alpha - beta d)`` (``"bon"``) or ``d (alpha - beta log d)``
+    (``"rl"``); ``gain`` is the score minus its value at d = 0. Points with d = 0 carry no information and are
+    skipped. Returns ``alpha``, ``beta``, ``r2`` and the number of points used.
+    """
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {sorted(FORMS)}, got {form!r}")
+    x = np.asarray(d, dtype=np.float64)
+    y = np.asarray(gain, dtype=np.float64)
+    if x.shape != y.shape:
+        raise ValueError(f"d and gain must have the same shape, got {x.shape} and {y.shape}")
+    keep = x > 0
+    x, y = x[keep], y[keep]
+    if len(x) < 2:
+        raise ValueError(f"need at least 2 points with d > 0 to fit, got {len(x)}")
+    second = -x * x if form == "bon" else -x * np.log(x)
+    design = np.stack([x, second], axis=1)
+    (alpha, beta), *_ = np.linalg.lstsq(design, y, rcond=None)
+    pred = design @ np.array([alpha, beta])
+    ss_tot = float(np.sum((y - y.mean()) ** 2))
+    r2 = 1.0 - float(np.sum((y - pred) ** 2)) / ss_tot if ss_tot > 0 else float("nan")
+    return {"alpha": float(alpha), "beta": float(beta), "r2": r2, "points": len(x)}
+
+
+def form_value(d: np.ndarray, form: str, alpha: float, beta: float) -> np.ndarray:
+    """The fitted curve at ``d`` (0 at d = 0)."""
+    d = np.asarray(d, dtype=np.float64)
+    if form == "bon":
+        return d * (alpha - beta * d)
+    safe = np.where(d > 0, d, 1.0)
+    return np.where(d > 0, d * (alpha - beta * np.log(safe)), 0.0)
+
+
+def best_of_n(proxy: np.ndarray, gold: np.ndarray, n: int) -> tuple[float, float]:
+    """Expected (proxy, gold) of the proxy-best of n draws without replacement from N samples (unbiased).
+
+    Sorting by proxy ascending, sample i (1-based) is the best of a random n-subset with probability
+    ``C(i-1, n-1) / C(N, n)``.
+    """
+    p = np.asarray(proxy, dtype=np.float64)
+    g = np.asarray(gold, dtype=np.float64)
+    big_n = len(p)
+    if not 1 <= n <= big_n or g.shape != p.shape:
+        raise ValueError(f"need 1 <= n <= N={big_n} and matching shapes, got n={n}, {p.shape}, {g.shape}")
+    order = np.argsort(p, kind="stable")
+    total = math.comb(big_n, n)
+    w = np.array([math.comb(i - 1, n - 1) / total for i in range(1, big_n + 1)])
+    return float(w @ p[order]), float(w @ g[order])
+
+
+# -- sampling ---------------------------------------------------------------------------------------------------------
+def _left_pad(rows: Sequence[Sequence[int]], pad: int) -> tuple[Any, Any]:
+    import torch
+
+    width = max(1, max(len(r) for r in rows))
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, width - len(r) :] = torch.as_tensor(list(r), dtype=torch.long)
+            mask[i, width - len(r) :] = 1
+    return ids, mask
+
+
+def sample_completions(
+    policy: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    n: int,
+    max_new_tokens: int,
+    seed: int = 0,
+    reference: Any = None,
+    batch_size: int = 256,
+) -> tuple[list[list[str]], np.ndarray | None]:
+    """``n`` sampled completions per prompt from a :class:`~aligngym.agents.policies.CausalLMPolicy` (temperature 1).
+
+    :param tokenizer: the policy's :class:`~aligngym.envs.tokenization.TextTokenizer` (prompts in, completions out).
+
+    :param reference: a frozen ``CausalLMPolicy``; when given, also returns KL per completion: float64 (P, n), the
+        sum over tokens of log pi - log pi_ref.
+    :return: ``(texts[p][k], kl or None)``.
+    """
+    import torch
+
+    tok = tokenizer
+    eos = tok.eos_id
+    encoded = [tok.encode(p) for p in prompts]
+    flat = [i for i in range(len(prompts)) for _ in range(n)]
+    gen = torch.Generator(device=str(policy.device)).manual_seed(int(seed))
+    texts: list[str] = []
+    kls: list[float] = []
+    for start in range(0, len(flat), batch_size):
+        idx = flat[start : start + batch_size]
+        ids, mask = _left_pad([encoded[i] for i in idx], tok.pad_id)
+        ids, mask = ids.to(policy.device), mask.to(policy.device)
+        out = policy.sample(ids, mask, max_new_tokens, eos_action=eos, generator=gen)
+        for r in range(len(idx)):
+            length = int(out.lengths[r])
+            toks = out.tokens[r, :length].tolist()
+            if toks and eos is not None and toks[-1] == eos:
+                toks = toks[:-1]
+            texts.append(tok.decode(toks))
+        if reference is not None:
+            with torch.no_grad():
+                lp, _, _ = policy.completion_logprobs(ids, mask, out.actions, out.mask)
+                lr, _, _ = reference.completion_logprobs(ids, mask, out.actions, out.mask)
+            kls.extend((lp - lr).sum(-1).double().cpu().tolist())
+    grouped = [texts[i * n : (i + 1) * n] for i in range(len(prompts))]
+    kl = np.asarray(kls, dtype=np.float64).reshape(len(prompts), n) if reference is not None else None
+    return grouped, kl
+
+
+# -- the protocol -----------------------------------------------------------------------------------------------------
+def _score_flat(
+    scorer: Any, prompts: Sequence[str], groups: list[list[str]], context: Mapping[str, list[Any]]
+) -> np.ndarray:
+    n = len(groups[0])
+    flat_p = [p for p in prompts for _ in range(n)]
+    flat_c = [c for g in groups for c in g]
+    ctx = {k: [v for v in vals for _ in range(n)] for k, vals in context.items()}
+    return np.asarray(scorer(flat_p, flat_c, **ctx), dtype=np.float64).reshape(len(prompts), n)
+
+
+def test_prompts(task: str, n_prompts: int | None = None) -> tuple[list[str], dict[str, list[Any]]]:
+    """Held-out (test) prompts of a shipped task and their context columns."""
+    from aligngym.envs.tasks import data_path, get_task, read_jsonl
+
+    t = get_task(task)
+    if t.prompt_file is None:
+        raise ValueError(f"task {task!r} has no shipped prompt set")
+    rows = [r for r in read_jsonl(data_path(t.prompt_file)) if r.get("split", "train") == "test"]
+    rows = rows[:n_prompts] if n_prompts else rows
+    keys = sorted({k for r in rows for k in r if k not in ("prompt", "split")})
+    return [r["prompt"] for r in rows], {k: [r.get(k) for r in rows] for k in keys}
+
+
+def run_best_of_n(
+    task: str,
+    proxies: Mapping[str, Any],
+    gold: Any,
+    n_max: int = 256,
+    n_prompts: int | None = None,
+    max_new_tokens: int | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Best-of-n curves for every proxy on the test prompts of ``task``: n = 1, 2, 4, ..., n_max.
+
+    :param proxies: name -> scorer (anything ``make_scorer`` takes).
+    :param gold: the gold scorer (anything ``make_scorer`` takes).
+    """
+    from aligngym.agents.policies import CausalLMPolicy
+    from aligngym.envs.scorers import make_scorer
+    from aligngym.envs.tasks import get_task
+
+    prompts, context = test_prompts(task, n_prompts)
+    budget = int(max_new_tokens or get_task(task).max_new_tokens)
+    from aligngym.envs.tokenization import load_tokenizer
+
+    policy = CausalLMPolicy("default", value_head=False).to(device).eval()
+    start = time.perf_counter()
+    groups, _ = sample_completions(policy, load_tokenizer("default"), prompts, n_max, budget, seed=seed)
+    sample_s = time.perf_counter() - start
+    g = _score_flat(make_scorer(gold, device=device), prompts, groups, context)
+    ns = sorted({min(2**k, n_max) for k in range(int(math.log2(n_max)) + 1)} | {1, n_max})
+    curves: dict[str, Any] = {}
+    for name, spec in proxies.items():
+        p = _score_flat(make_scorer(spec, device=device), prompts, groups, context)
+        rows = []
+        for n in ns:
+            pairs = np.array([best_of_n(p[i], g[i], n) for i in range(len(prompts))])
+            rows.append(
+                {
+                    "n": n,
+                    "kl": float(bon_kl(n)),
+                    "d": float(math.sqrt(bon_kl(n))),
+                    "proxy": float(pairs[:, 0].mean()),
+                    "gold": float(pairs[:, 1].mean()),
+                    "gold_se": float(pairs[:, 1].std(ddof=1) / math.sqrt(len(prompts)))
+                    if len(prompts) > 1
+                    else 0.0,
+                }
+            )
+        d = [r["d"] for r in rows]
+        curves[name] = {
+            "points": rows,
+            "fit_gold": fit_form(d, [r["gold"] - rows[0]["gold"] for r in rows], "bon"),
+            "fit_proxy": fit_form(d, [r["proxy"] - rows[0]["proxy"] for r in rows], "bon"),
+        }
+    examples = {p: groups[i][:3] for i, p in enumerate(prompts[:2])}
+    return {
+        "method": "best_of_n",
+        "n_max": n_max,
+        "prompts": len(prompts),
+        "max_new_tokens": budget,
+        "sample_seconds": round(sample_s, 2),
+        "curves": curves,
+        "examples": examples,
+    }
+
+
+def run_rl(
+    task: str,
+    proxy: Any,
+    gold: Any,
+    kl_coefs: Sequence[float] = (0.02, 0.1, 0.5),
+    steps: int = 2048,
+    evals: int = 4,
+    n_eval: int = 8,
+    n_prompts: int | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """PPO against ``proxy`` at fixed KL coefficients; gold, proxy and KL (on evaluation completions) per checkpoint.
+
+    Each run trains ``steps`` env steps in ``evals`` chunks and, after each, samples ``n_eval`` completions per
+    held-out prompt: KL is the mean over completions of sum(log pi - log pi_ref).
+    """
+    import gymnasium as gym
+
+    import aligngym.envs  # noqa: F401  (registers the ids)
+    from aligngym.agents.ppo import PPOAgent, PPOConfig
+    from aligngym.envs.scorers import make_scorer
+    from aligngym.envs.tasks import get_task
+
+    prompts, context = test_prompts(task, n_prompts)
+    budget = int(get_task(task).max_new_tokens)
+    proxy_s, gold_s = make_scorer(proxy, device=device), make_scorer(gold, device=device)
+    runs: dict[str, Any] = {}
+    points: list[dict[str, float]] = []
+    for beta in kl_coefs:
+        env = gym.make(f"aligngym/{task}-Token-v0", scorer=proxy_s, device=device)
+        cfg = PPOConfig(init_kl_coef=float(beta), adaptive_kl=False, seed=seed, device=device)
+        agent = PPOAgent(env, cfg)
+        rows = []
+        for k in range(evals + 1):
+            if k:
+                agent.learn(steps // evals)
+            groups, kl = sample_completions(
+                agent.policy, agent.runtime.tokenizer, prompts, n_eval, budget, seed + k, agent.reference
+            )
+            assert kl is not None
+            row = {
+                "steps": k * (steps // evals),
+                "kl": float(max(kl.mean(), 0.0)),
+                "proxy": float(_score_flat(proxy_s, prompts, groups, context).mean()),
+                "gold": float(_score_flat(gold_s, prompts, groups, context).mean()),
+            }
+            row["d"] = math.sqrt(row["kl"])
+            rows.append(row)
+            points.append(row)
+        runs[f"kl_coef={beta:g}"] = rows
+        env.close()
+    base = [r for r in points if r["steps"] == 0]
+    g0 = float(np.mean([r["gold"] for r in base]))
+    p0 = float(np.mean([r["proxy"] for r in base]))
+    d = [r["d"] for r in points]
+    out: dict[str, Any] = {"method": "rl_ppo", "steps": steps, "n_eval": n_eval, "runs": runs}
+    try:
+        out["fit_gold"] = fit_form(d, [r["gold"] - g0 for r in points], "rl")
+        out["fit_proxy"] = fit_form(d, [r["proxy"] - p0 for r in points], "rl")
+    except ValueError as err:
+        out["fit_error"] = str(err)
+    return out
+
+
+# -- outputs ----------------------------------------------------------------------------------------------------------
+def coefficient_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per (method, proxy, curve): alpha, beta, r2 and the form."""
+    rows = []
+    for name, c in result["best_of_n"]["curves"].items():
+        for which in ("gold", "proxy"):
+            f = c[f"fit_{which}"]
+            rows.append({"method": "best_of_n", "proxy": name, "curve": which, "form": FORMS["bon"], **f})
+    rl = result.get("rl")
+    if rl and "fit_gold" in rl:
+        for which in ("gold", "proxy"):
+            f = rl[f"fit_{which}"]
+            rows.append({"method": "rl_ppo", "proxy": rl["proxy"], "curve": which, "form": FORMS["rl"], **f})
+    return rows
+
+
+def write_outputs(result: dict[str, Any], out: str | Path) -> dict[str, Path]:
+    """Write ``overopt.json``, ``overopt.csv`` (every point), ``overopt.md`` (coefficients) and ``overopt.png``."""
+    path = Path(out)
+    path.mkdir(parents=True, exist_ok=True)
+    files = {k: path / f"overopt.{k}" for k in ("json", "csv", "md", "png")}
+    files["json"].write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    with files["csv"].open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["task", "method", "proxy", "run", "n_or_steps", "kl", "d", "proxy_score", "gold_score"])
+        for name, c in result["best_of_n"]["curves"].items():
+            for r in c["points"]:
+                w.writerow(
+                    [result["task"], "best_of_n", name, "", r["n"], r["kl"], r["d"], r["proxy"], r["gold"]]
+                )
+        rl: dict[str, Any] = result.get("rl") or {}
+        for run, rows in rl.get("runs", {}).items():
+            for r in rows:
+                w.writerow(
+                    [
+                        result["task"],
+                        "rl_ppo",
+                        rl["proxy"],
+                        run,
+                        r["steps"],
+                        r["kl"],
+                        r["d"],
+                        r["proxy"],
+                        r["gold"],
+                    ]
+                )
+    lines = [
+        f"# Goodhart curves: {result['task']} (gold: {result['gold']})",
+        "",
+        f"Command: `{result['command']}`  ",
+        f"Machine: {result['machine']}; {result['seconds']:.0f} s.",
+        "",
+        "| method | proxy | curve | form | alpha | beta | R^2 | points |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in coefficient_rows(result):
+        lines.append(
+            f"| {r['method']} | {r['proxy']} | {r['curve']} | {r['form']} | {r['alpha']:.4f} | {r['beta']:.4f} | "
+            f"{r['r2']:.3f} | {r['points']} |"
+        )
+    lines += ["", "| proxy | n | d | proxy score | gold score |", "|---|---|---|---|---|"]
+    for name, c in result["best_of_n"]["curves"].items():
+        for r in c["points"]:
+            lines.append(f"| {name} | {r['n']} | {r['d']:.3f} | {r['proxy']:.4f} | {r['gold']:.4f} |")
+    files["md"].write_text("\n".join(lines) + "\n", encoding="utf-8")
+    plot(result, files["png"])
+    return files
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    """Gold (solid, with the fitted curve dashed) and proxy (dotted) against d for every proxy; RL in a second panel."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rl = result.get("rl")
+    fig, axes = plt.subplots(1, 2 if rl else 1, figsize=(12 if rl else 6.5, 4.5), squeeze=False)
+    ax = axes[0][0]
+    for i, (name, c) in enumerate(result["best_of_n"]["curves"].items()):
+        color = f"C{i}"
+        d = np.array([r["d"] for r in c["points"]])
+        g = np.array([r["gold"] for r in c["points"]])
+        p = np.array([r["proxy"] for r in c["points"]])
+        f = c["fit_gold"]
+        grid = np.linspace(0, d.max(), 100)
+        ax.plot(d, g, "o-", color=color, label=f"gold | proxy={name}")
+        ax.plot(grid, g[0] + form_value(grid, "bon", f["alpha"], f["beta"]), "--", color=color, alpha=0.6)
+        ax.plot(d, p, ":", color=color, alpha=0.8, label=f"proxy {name}")
+    ax.set_xlabel(f"d = sqrt(KL) (nats^0.5), best-of-n, n = 1..{result['best_of_n']['n_max']}")
+    ax.set_ylabel("score")
+    ax.set_title(f"{result['task']}: best-of-n (gold: {result['gold']})")
+    ax.legend(fontsize=7)
+    if rl:
+        ax = axes[0][1]
+        for i, (run, rows) in enumerate(rl["runs"].items()):
+            rd = [r["d"] for r in rows]
+            ax.plot(rd, [r["gold"] for r in rows], "o-", color=f"C{i}", label=f"gold {run}")
+            ax.plot(rd, [r["proxy"] for r in rows], ":", color=f"C{i}", label=f"proxy {run}")
+        ax.set_xlabel("d = sqrt(KL) on evaluation completions (PPO)")
+        ax.set_title(f"{result['task']}: PPO against {rl['proxy']}")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def machine() -> str:
+    """A one-line description of this machine (CPU count, torch build, CUDA device if any)."""
+    import os
+    import platform
+
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{platform.machine()} {os.cpu_count()} CPUs, {gpu}, torch {torch.__version__}"
+
+
+def run_overopt(
+    task: str,
+    proxies: Mapping[str, Any] | None = None,
+    gold: Any = None,
+    n_max: int = 256,
+    n_prompts: int | None = None,
+    max_new_tokens: int | None = None,
+    rl_steps: int = 0,
+    kl_coefs: Sequence[float] = (0.02, 0.1, 0.5),
+    seed: int = 0,
+    device: str = "cpu",
+    command: str = "",
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """The whole protocol for one task: best-of-n for every proxy, then (``rl_steps > 0``) PPO against the first one.
+
+    :param proxies: name -> scorer spec; ``None``: :func:`aligngym.benchmarks.overopt_proxies.default_proxies`.
+    :param gold: gold scorer spec; ``None``: the task's gold (``TASK_GOLD``).
+    """
+    from aligngym.envs.scorers.gold import TASK_GOLD
+
+    start = time.perf_counter()
+    gold = gold if gold is not None else TASK_GOLD[task]
+    if proxies is None:
+        from aligngym.benchmarks.overopt_proxies import default_proxies
+
+        log(f"training the {task} proxies ...")
+        proxies = default_proxies(task, seed=seed, device=device)
+    log(f"best-of-n on {task}: n up to {n_max}, proxies {list(proxies)}")
+    result: dict[str, Any] = {
+        "task": task,
+        "gold": gold if isinstance(gold, str) else getattr(gold, "name", str(gold)),
+        "seed": seed,
+        "best_of_n": run_best_of_n(task, proxies, gold, n_max, n_prompts, max_new_tokens, seed, device),
+    }
+    if rl_steps > 0:
+        first = next(iter(proxies))
+        log(f"PPO on {task} against {first}: KL coefficients {list(kl_coefs)}, {rl_steps} steps each")
+        rl = run_rl(
+            task, proxies[first], gold, kl_coefs, rl_steps, n_prompts=n_prompts, seed=seed, device=device
+        )
+        rl["proxy"] = first
+        result["rl"] = rl
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    result["machine"] = machine()
+    result["command"] = command
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI: ``python -m aligngym.benchmarks.overopt --env Sentiment --out DIR`` (``aligngym overopt``)."""
+    import sys
+
+    parser = argparse.ArgumentParser(prog="aligngym overopt", description=__doc__)
+    parser.add_argument(
+        "--env", required=True, help="task name (Sentiment, Preference, Keywords, Similarity)"
+    )
+    parser.add_argument(
+        "--proxies", nargs="*", default=None, help="proxy scorer names (default: trained proxies)"
+    )
+    parser.add_argument("--gold", default=None, help="gold scorer name (default: the task's gold)")
+    parser.add_argument("--n-max", type=int, default=256, help="largest n of best-of-n (a power of 2)")
+    parser.add_argument("--n-prompts", type=int, default=None, help="test prompts (default: all)")
+    parser.add_argument("--max-new-tokens", type=int, default=None)
+    parser.add_argument("--rl-steps", type=int, default=0, help="PPO env steps per KL setting (0: no RL)")
+    parser.add_argument("--kl-coefs", type=float, nargs="*", default=[0.02, 0.1, 0.5])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default="overopt_results")
+    args = parser.parse_args(argv)
+    task = args.env.split("/")[-1].split("-")[0]
+    proxies = {p: p for p in args.proxies} if args.proxies else None
+    command = "python -m aligngym.benchmarks.overopt " + " ".join(sys.argv[1:] if argv is None else argv)
+    result = run_overopt(
+        task,
+        proxies,
+        args.gold,
+        args.n_max,
+        args.n_prompts,
+        args.max_new_tokens,
+        args.rl_steps,
+        args.kl_coefs,
+        args.seed,
+        args.device,
+        command,
+    )
+    files = write_outputs(result, Path(args.out) / task)
+    print(files["md"].read_text(encoding="utf-8"))
+    print("wrote " + ", ".join(str(f) for f in files.values()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
