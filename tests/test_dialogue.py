@@ -431,3 +431,16 @@ def test_native_vector_env_scores_all_ending_turns_in_one_call() -> None:
     venv.reset(seed=0)
     venv.step(np.stack([venv.single_action_space.sample() for _ in range(4)]))
     assert calls == [4]
+
+
+@pytest.mark.parametrize("mode", ["NextStep", "SameStep"])
+def test_reinforce_agent_trains_on_the_native_vector_env(mode: str) -> None:
+    from aligngym.agents.reinforce import ReinforceAgent, ReinforceConfig
+
+    venv = gym.make_vec("aligngym/Guess-Token-v0", num_envs=4, autoreset_mode=mode)
+    agent = ReinforceAgent(
+        venv, ReinforceConfig(seed=0, device="cpu", policy_kwargs={"embed_dim": 8, "hidden_size": 16})
+    )
+    agent.learn(64)
+    assert agent.num_timesteps >= 64 and agent.num_updates >= 1
+    assert 0.0 <= agent.logger.latest("charts/score") <= 1.0
