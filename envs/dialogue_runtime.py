@@ -168,6 +168,11 @@ class DialogueRuntime:
         """Token id of an action index."""
         return int(self.action_ids[action]) if self.action_ids is not None else int(action)
 
+    def tokens_of(self, actions: np.ndarray) -> np.ndarray:
+        """Token ids (int64) of an array of action indices."""
+        acts = np.asarray(actions, dtype=np.int64)
+        return self.action_ids[acts] if self.action_ids is not None else acts
+
     def action_mask(self, turn_len: int) -> np.ndarray:
         """Valid actions (bool, (n_actions,)): special tokens off; the end-of-turn token off as a turn's first."""
         mask = self._base_mask.copy()
