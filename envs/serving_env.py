@@ -491,7 +491,26 @@ class AlignGymClient(EnvClient[CompletionAction, PromptObservation, EpisodeState
     raises :class:`ServerRefusedError` (with the HTTP status), a session lost mid-episode raises
     :class:`SessionLostError` and drops the dead connection, so the next ``reset`` reconnects by itself (to a
     restarted server, too). Errors the server reports for a request stay ``RuntimeError`` and keep the session.
+    With ``retry_lost_steps`` a self-contained step (one that carries ``prompt_index``, ``prompt`` or ``seed``, so
+    it needs no earlier state) whose session was lost is sent once more on a new session: scoring it twice is
+    harmless. Other arguments are OpenEnv's ``EnvClient`` ones (``base_url``, ``connect_timeout_s``,
+    ``message_timeout_s`` ...).
     """
+
+    def __init__(self, *args: Any, retry_lost_steps: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.retry_lost_steps = retry_lost_steps
+
+    async def step(self, action: Any, **kwargs: Any) -> StepResult[PromptObservation]:
+        try:
+            return await super().step(action, **kwargs)
+        except SessionLostError:
+            fields = action.model_dump() if isinstance(action, CompletionAction) else dict(action)
+            if not self.retry_lost_steps or all(
+                fields.get(k) is None for k in ("prompt_index", "prompt", "seed")
+            ):
+                raise
+            return await super().step(action, **kwargs)
 
     async def connect(self) -> AlignGymClient:
         from websockets.exceptions import InvalidStatus

@@ -188,6 +188,12 @@ def test_idle_session_is_closed_and_the_client_starts_again_with_reset():
             assert snap["sessions"]["idle_closed"] == 1 and snap["sessions"]["open"] == 0
             assert client.reset(prompt_index=2).observation.prompt_index == 2  # reconnects by itself
             assert client.step(CompletionAction(completion="now")).done
+            time.sleep(1.5)  # idle again: a self-contained step is sent once more on a new session
+            assert (
+                client.step(CompletionAction(completion="again", prompt_index=3)).observation.prompt_index
+                == 3
+            )
+        assert metrics(srv)["sessions"]["idle_closed"] == 2
 
 
 # -- server faults --------------------------------------------------------------------------------------------------
@@ -226,7 +232,7 @@ def test_graceful_shutdown_answers_the_step_in_flight_then_closes_the_session():
             stopper.start()
             result = await step
             try:
-                await client.step(CompletionAction(completion="again", prompt_index=1))
+                await client.step(CompletionAction(completion="again"))  # not self-contained: no retry
                 after: Exception | None = None
             except Exception as err:
                 after = err
