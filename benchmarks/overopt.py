@@ -9,11 +9,10 @@ fixed KL coefficients) measure KL on their evaluation completions. Both are fitt
 from __future__ import annotations
 
 import argparse
-import csv
-import json
+import contextlib
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +143,35 @@ def sample_completions(
     return grouped, kl
 
 
+@contextlib.contextmanager
+def shared_embeddings() -> Iterator[dict[Any, np.ndarray]]:
+    """Within the block, every :class:`~aligngym.envs.scorers.embedding.SentenceEncoder` embeds each distinct text
+    once: the gold and every MiniLM-based proxy read the same completions, so a run embeds them once, not per scorer.
+    """
+    from aligngym.envs.scorers.embedding import SentenceEncoder
+
+    original = SentenceEncoder.encode
+    cache: dict[Any, np.ndarray] = {}
+
+    def encode(self: Any, texts: Sequence[str], normalize: bool | None = None) -> np.ndarray:
+        norm = self.normalize if normalize is None else bool(normalize)
+        key = (str(self.model_dir), self.max_length, norm)
+        texts = list(texts)
+        missing = list(dict.fromkeys(t for t in texts if (key, t) not in cache))
+        if missing:
+            for t, v in zip(missing, original(self, missing, normalize=norm)):
+                cache[(key, t)] = v
+        if not texts:
+            return original(self, texts, normalize=norm)
+        return np.stack([cache[(key, t)] for t in texts])
+
+    SentenceEncoder.encode = encode
+    try:
+        yield cache
+    finally:
+        SentenceEncoder.encode = original
+
+
 # -- the protocol -----------------------------------------------------------------------------------------------------
 def _score_flat(
     scorer: Any, prompts: Sequence[str], groups: list[list[str]], context: Mapping[str, list[Any]]
@@ -244,6 +272,7 @@ def run_rl(
     n_prompts: int | None = None,
     seed: int = 0,
     device: str = "cpu",
+    learning_rate: float = 3e-4,
 ) -> dict[str, Any]:
     """PPO against ``proxy`` at fixed KL coefficients; gold, proxy and KL (on evaluation completions) per checkpoint.
 
@@ -263,8 +292,17 @@ def run_rl(
     runs: dict[str, Any] = {}
     points: list[dict[str, float]] = []
     for beta in kl_coefs:
-        env = gym.make(f"aligngym/{task}-Token-v0", scorer=proxy_s, device=device)
-        cfg = PPOConfig(init_kl_coef=float(beta), adaptive_kl=False, seed=seed, device=device)
+        # gold=False: the env's own gold report is not needed here (it is scored on the evaluation completions)
+        env = gym.make(f"aligngym/{task}-Token-v0", scorer=proxy_s, gold=False, device=device)
+        cfg = PPOConfig(
+            init_kl_coef=float(beta),
+            adaptive_kl=False,
+            learning_rate=learning_rate,
+            num_envs=16,
+            minibatch_size=8,
+            seed=seed,
+            device=device,
+        )
         agent = PPOAgent(env, cfg)
         rows = []
         for k in range(evals + 1):
@@ -298,113 +336,6 @@ def run_rl(
     return out
 
 
-# -- outputs ----------------------------------------------------------------------------------------------------------
-def coefficient_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per (method, proxy, curve): alpha, beta, r2 and the form."""
-    rows = []
-    for name, c in result["best_of_n"]["curves"].items():
-        for which in ("gold", "proxy"):
-            f = c[f"fit_{which}"]
-            rows.append({"method": "best_of_n", "proxy": name, "curve": which, "form": FORMS["bon"], **f})
-    rl = result.get("rl")
-    if rl and "fit_gold" in rl:
-        for which in ("gold", "proxy"):
-            f = rl[f"fit_{which}"]
-            rows.append({"method": "rl_ppo", "proxy": rl["proxy"], "curve": which, "form": FORMS["rl"], **f})
-    return rows
-
-
-def write_outputs(result: dict[str, Any], out: str | Path) -> dict[str, Path]:
-    """Write ``overopt.json``, ``overopt.csv`` (every point), ``overopt.md`` (coefficients) and ``overopt.png``."""
-    path = Path(out)
-    path.mkdir(parents=True, exist_ok=True)
-    files = {k: path / f"overopt.{k}" for k in ("json", "csv", "md", "png")}
-    files["json"].write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    with files["csv"].open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["task", "method", "proxy", "run", "n_or_steps", "kl", "d", "proxy_score", "gold_score"])
-        for name, c in result["best_of_n"]["curves"].items():
-            for r in c["points"]:
-                w.writerow(
-                    [result["task"], "best_of_n", name, "", r["n"], r["kl"], r["d"], r["proxy"], r["gold"]]
-                )
-        rl: dict[str, Any] = result.get("rl") or {}
-        for run, rows in rl.get("runs", {}).items():
-            for r in rows:
-                w.writerow(
-                    [
-                        result["task"],
-                        "rl_ppo",
-                        rl["proxy"],
-                        run,
-                        r["steps"],
-                        r["kl"],
-                        r["d"],
-                        r["proxy"],
-                        r["gold"],
-                    ]
-                )
-    lines = [
-        f"# Goodhart curves: {result['task']} (gold: {result['gold']})",
-        "",
-        f"Command: `{result['command']}`  ",
-        f"Machine: {result['machine']}; {result['seconds']:.0f} s.",
-        "",
-        "| method | proxy | curve | form | alpha | beta | R^2 | points |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in coefficient_rows(result):
-        lines.append(
-            f"| {r['method']} | {r['proxy']} | {r['curve']} | {r['form']} | {r['alpha']:.4f} | {r['beta']:.4f} | "
-            f"{r['r2']:.3f} | {r['points']} |"
-        )
-    lines += ["", "| proxy | n | d | proxy score | gold score |", "|---|---|---|---|---|"]
-    for name, c in result["best_of_n"]["curves"].items():
-        for r in c["points"]:
-            lines.append(f"| {name} | {r['n']} | {r['d']:.3f} | {r['proxy']:.4f} | {r['gold']:.4f} |")
-    files["md"].write_text("\n".join(lines) + "\n", encoding="utf-8")
-    plot(result, files["png"])
-    return files
-
-
-def plot(result: dict[str, Any], path: Path) -> None:
-    """Gold (solid, with the fitted curve dashed) and proxy (dotted) against d for every proxy; RL in a second panel."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rl = result.get("rl")
-    fig, axes = plt.subplots(1, 2 if rl else 1, figsize=(12 if rl else 6.5, 4.5), squeeze=False)
-    ax = axes[0][0]
-    for i, (name, c) in enumerate(result["best_of_n"]["curves"].items()):
-        color = f"C{i}"
-        d = np.array([r["d"] for r in c["points"]])
-        g = np.array([r["gold"] for r in c["points"]])
-        p = np.array([r["proxy"] for r in c["points"]])
-        f = c["fit_gold"]
-        grid = np.linspace(0, d.max(), 100)
-        ax.plot(d, g, "o-", color=color, label=f"gold | proxy={name}")
-        ax.plot(grid, g[0] + form_value(grid, "bon", f["alpha"], f["beta"]), "--", color=color, alpha=0.6)
-        ax.plot(d, p, ":", color=color, alpha=0.8, label=f"proxy {name}")
-    ax.set_xlabel(f"d = sqrt(KL) (nats^0.5), best-of-n, n = 1..{result['best_of_n']['n_max']}")
-    ax.set_ylabel("score")
-    ax.set_title(f"{result['task']}: best-of-n (gold: {result['gold']})")
-    ax.legend(fontsize=7)
-    if rl:
-        ax = axes[0][1]
-        for i, (run, rows) in enumerate(rl["runs"].items()):
-            rd = [r["d"] for r in rows]
-            ax.plot(rd, [r["gold"] for r in rows], "o-", color=f"C{i}", label=f"gold {run}")
-            ax.plot(rd, [r["proxy"] for r in rows], ":", color=f"C{i}", label=f"proxy {run}")
-        ax.set_xlabel("d = sqrt(KL) on evaluation completions (PPO)")
-        ax.set_title(f"{result['task']}: PPO against {rl['proxy']}")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def machine() -> str:
     """A one-line description of this machine (CPU count, torch build, CUDA device if any)."""
     import os
@@ -435,6 +366,37 @@ def run_overopt(
     :param proxies: name -> scorer spec; ``None``: :func:`aligngym.benchmarks.overopt_proxies.default_proxies`.
     :param gold: gold scorer spec; ``None``: the task's gold (``TASK_GOLD``).
     """
+    with shared_embeddings():
+        return _run_overopt(
+            task,
+            proxies,
+            gold,
+            n_max,
+            n_prompts,
+            max_new_tokens,
+            rl_steps,
+            kl_coefs,
+            seed,
+            device,
+            command,
+            log,
+        )
+
+
+def _run_overopt(
+    task: str,
+    proxies: Mapping[str, Any] | None,
+    gold: Any,
+    n_max: int,
+    n_prompts: int | None,
+    max_new_tokens: int | None,
+    rl_steps: int,
+    kl_coefs: Sequence[float],
+    seed: int,
+    device: str,
+    command: str,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
     from aligngym.envs.scorers.gold import TASK_GOLD
 
     start = time.perf_counter()
@@ -502,6 +464,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.device,
         command,
     )
+    from aligngym.benchmarks.overopt_report import write_outputs
+
     files = write_outputs(result, Path(args.out) / task)
     print(files["md"].read_text(encoding="utf-8"))
     print("wrote " + ", ".join(str(f) for f in files.values()))
@@ -510,3 +474,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def write_outputs(result: dict[str, Any], out: str | Path) -> dict[str, Path]:
+    """Write JSON, CSV, Markdown and PNG (see :func:`aligngym.benchmarks.overopt_report.write_outputs`)."""
+    from aligngym.benchmarks.overopt_report import write_outputs as _write
+
+    return _write(result, out)
