@@ -54,6 +54,7 @@ def history_logprobs(
     attention_mask: torch.Tensor,
     assistant_mask: torch.Tensor,
     temperature: float = 1.0,
+    action_masks: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Log-probs of the assistant's tokens of whole histories in one forward pass of a causal-LM policy.
 
@@ -63,6 +64,8 @@ def history_logprobs(
     :param attention_mask: (B, L), 1 on the history.
     :param assistant_mask: bool (B, L), True on the assistant's ids (never on position 0).
     :param temperature: the sampling temperature the rollout used.
+    :param action_masks: bool (B, L, k): the valid actions when the id at each position was sampled (the env's
+        ``info["action_mask"]``); invalid actions get probability 0, as when sampling.
     :returns: float32 (B, L): log pi(id_t | ids_<t) at assistant positions, 0 elsewhere.
     """
     if bool(assistant_mask[:, 0].any()):
@@ -79,6 +82,8 @@ def history_logprobs(
         lookup = torch.full((int(model.config.vocab_size),), -1, dtype=torch.long, device=input_ids.device)
         lookup[action_ids] = torch.arange(len(action_ids), device=input_ids.device)
         target = lookup[target].clamp(min=0)
+    if action_masks is not None:
+        logits = logits.masked_fill(~action_masks[:, 1:].bool(), torch.finfo(logits.dtype).min)
     logp = torch.log_softmax(logits, dim=-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
     out = torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
     out[:, 1:] = logp * assistant_mask[:, 1:].to(logp.dtype)

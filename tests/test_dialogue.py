@@ -444,3 +444,36 @@ def test_reinforce_agent_trains_on_the_native_vector_env(mode: str) -> None:
     agent.learn(64)
     assert agent.num_timesteps >= 64 and agent.num_updates >= 1
     assert 0.0 <= agent.logger.latest("charts/score") <= 1.0
+
+
+# -- multi-turn policy gradient for causal LMs ---------------------------------------------------------------------
+def _lm_trainer(env_id: str, **kw):
+    from aligngym.agents.multiturn_pg import MultiTurnPG, MultiTurnPGConfig
+    from aligngym.agents.policies import CausalLMPolicy, tiny_causal_lm
+
+    env = make(env_id, **kw)
+    rt = env.unwrapped.runtime
+    lm = tiny_causal_lm(rt.vocab_size, n_positions=256, seed=0)
+    policy = CausalLMPolicy(lm, tokenizer=rt.tokenizer, action_ids=rt.action_ids, value_head=False)
+    return MultiTurnPG(env, policy, MultiTurnPGConfig(seed=0, episodes_per_update=3, learning_rate=1e-3))
+
+
+@pytest.mark.parametrize(
+    ("env_id", "kw"),
+    [("aligngym/Dialogue-Token-v0", {"max_turn_tokens": 5, "max_turns": 3}), ("aligngym/Guess-Token-v0", {})],
+)
+def test_multiturn_pg_update_logprobs_equal_sampling_logprobs_turn_by_turn(env_id: str, kw: dict) -> None:
+    trainer = _lm_trainer(env_id, **kw)
+    before = [p.detach().clone() for p in trainer.policy.parameters()]
+    trainer.learn(2)
+    assert all(h["charts/logprob_mismatch"] < 1e-5 for h in trainer.history)
+    assert any(not torch.equal(p, q) for p, q in zip(before, trainer.policy.parameters()))
+    episodes = trainer.collect()
+    # turn-level credit: the tokens of a turn share one return
+    for e in episodes:
+        assert len(e["returns"]) == sum(e["assistant"]) == len(e["sampled"])
+
+
+def test_multiturn_pg_refuses_truncated_histories() -> None:
+    with pytest.raises(ValueError, match="truncate"):
+        _lm_trainer("aligngym/Dialogue-Token-v0", context_overflow="truncate")
