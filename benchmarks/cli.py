@@ -81,8 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "serve", help="serve an env as an OpenEnv server: serve ENV_ID --host H --port P", add_help=False
     )
-    sub.add_parser("probe-scorers", help="exploit probes on every scorer (benchmarks/probes.py)", add_help=False)
-    sub.add_parser("overopt", help="Goodhart curves: overopt --env TASK (benchmarks/overopt.py)", add_help=False)
+    sub.add_parser(
+        "probe-scorers", help="exploit probes on every scorer (benchmarks/probes.py)", add_help=False
+    )
+    sub.add_parser(
+        "overopt", help="Goodhart curves: overopt --env TASK (benchmarks/overopt.py)", add_help=False
+    )
     return parser
 
 
