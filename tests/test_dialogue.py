@@ -477,3 +477,52 @@ def test_multiturn_pg_update_logprobs_equal_sampling_logprobs_turn_by_turn(env_i
 def test_multiturn_pg_refuses_truncated_histories() -> None:
     with pytest.raises(ValueError, match="truncate"):
         _lm_trainer("aligngym/Dialogue-Token-v0", context_overflow="truncate")
+
+
+# -- OpenEnv: one session = one conversation ----------------------------------------------------------------------
+def test_openenv_environment_plays_a_conversation_turn_by_turn() -> None:
+    pytest.importorskip("openenv")
+    from aligngym.envs.dialogue_serving import DialogueEnvironment, TurnAction
+
+    env = DialogueEnvironment("aligngym/Guess-Token-v0")
+    obs = env.reset(prompt_index=3)  # the secret is the bird
+    assert obs.turn == 0 and obs.user_message.startswith("I am thinking")
+    obs = env.step(TurnAction(text=" eggs"))
+    assert (obs.turn, obs.user_message.strip(), obs.done) == (1, "yes.", False)
+    obs = env.step(TurnAction(actions=[7]))  # " bird"
+    assert obs.done and obs.reward == 1.0 and obs.finish_reason == "success" and env.state.score == 1.0
+    rt_history = obs.history_ids
+    assert rt_history[-len(obs.transcript[-1]["ids"]) :] == obs.transcript[-1]["ids"]
+    with pytest.raises(ValueError, match="ended"):
+        env.step(TurnAction(text=" cat"))
+    with pytest.raises(ValueError, match="vocabulary"):
+        env.step(TurnAction(text=" horse", prompt_index=0))
+
+
+def test_openenv_websocket_session_holds_a_multi_turn_conversation() -> None:
+    pytest.importorskip("openenv")
+    import json
+
+    from fastapi.testclient import TestClient
+
+    from aligngym.envs.dialogue_serving import dialogue_app
+
+    app = dialogue_app("aligngym/Dialogue-Sequence-v0", {"turn_scorer": "length", "max_turns": 2})
+    with TestClient(app) as client, client.websocket_connect("/ws") as ws:
+
+        def send(kind: str, data: dict) -> dict:
+            ws.send_text(json.dumps({"type": kind, "data": data}))
+            return ws.receive_json()
+
+        first = send("reset", {"prompt_index": 0})["data"]["observation"]
+        assert first["turn"] == 0 and first["user_message"]
+        second = send("step", {"text": " Keep it in a glass of water."})["data"]
+        assert (
+            not second["done"]
+            and second["observation"]["turn"] == 1
+            and second["observation"]["turn_score"] is not None
+        )
+        last = send("step", {"text": " Thanks."})["data"]
+        assert last["done"] and last["observation"]["finish_reason"] == "max_turns"
+        roles = [t["role"] for t in last["observation"]["transcript"]]
+        assert roles[:4] == ["user", "assistant", "user", "assistant"]
