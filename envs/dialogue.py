@@ -172,7 +172,7 @@ class DialogueEnv(gym.Env[dict[str, np.ndarray], Any]):
         return rt.task.turn_prompt.format(user=last_user.strip(), opening=self._opening.strip()), agent_text
 
     def _after_turn(
-        self, scored: tuple[float, dict[str, float]] | None
+        self, scored: tuple[float, dict[str, float]] | None, reply: list[int] | None = None
     ) -> tuple[float, bool, dict[str, Any]]:
         """Pay the turn score, get the user's reply and decide the episode (the vector env scores in batches)."""
         rt = self.runtime
@@ -191,11 +191,12 @@ class DialogueEnv(gym.Env[dict[str, np.ndarray], Any]):
         # the user's answer (also after the last turn: a goal task decides there)
         ctx = TurnContext(agent_text, tuple(turn_ids), self._turn, self._row)
         sim = rt.simulator
-        reply = (
-            sim.reply(list(self._history), self.np_random, context=ctx)
-            if rt.sim_wants_context
-            else sim.reply(list(self._history), self.np_random)
-        )
+        if reply is None:  # (the vector env passes replies it sampled for several rows at once)
+            reply = (
+                sim.reply(list(self._history), self.np_random, context=ctx)
+                if rt.sim_wants_context
+                else sim.reply(list(self._history), self.np_random)
+            )
         reply = [int(t) for t in reply]
         if any(not 0 <= t < rt.vocab_size for t in reply):
             raise ValueError(f"simulator returned ids outside [0, {rt.vocab_size}): {reply}")

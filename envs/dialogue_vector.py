@@ -7,6 +7,7 @@ the turn scorer: every step, the rows whose turn ends are scored in one call.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import gymnasium as gym
@@ -15,6 +16,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 
 from aligngym.envs.dialogue import DialogueSequenceEnv, DialogueTokenEnv
 from aligngym.envs.scorers import ScorerError
+from aligngym.envs.simulators import LMSimulator
 
 AUTORESET_MODES = {
     m.value: m for m in (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP, AutoresetMode.DISABLED)
@@ -76,13 +78,25 @@ class DialogueVectorEnv(VectorEnv):
         self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode}
         options.pop("scorer_batch_size", None)
         cls = DialogueTokenEnv if kind == "Token" else DialogueSequenceEnv
-        self.envs: list[DialogueTokenEnv | DialogueSequenceEnv] = [cls(**options) for _ in range(num_envs)]
+        # a user simulator object keeps per-conversation state (a secret, an outcome): each row gets its own copy
+        sim = options.get("simulator")
+        self.envs: list[DialogueTokenEnv | DialogueSequenceEnv] = [
+            cls(
+                **{**options, "simulator": copy.deepcopy(sim)}
+                if sim is not None and not isinstance(sim, str)
+                else options
+            )
+            for _ in range(num_envs)
+        ]
         self.num_envs = num_envs
         self.runtime = self.envs[0].runtime
         self.single_observation_space = self.envs[0].observation_space
         self.single_action_space = self.envs[0].action_space
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
         self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
+        sims = [env.runtime.simulator for env in self.envs]
+        #: every row's user is an LM: one model serves all rows and replies are sampled in one batch per step
+        self._lm_batch = all(isinstance(s, LMSimulator) for s in sims)
         self._needs_reset = np.zeros(num_envs, dtype=bool)
         self._obs: list[dict[str, np.ndarray]] = []
 
@@ -159,8 +173,16 @@ class DialogueVectorEnv(VectorEnv):
             else:
                 results[i] = None
         scored = self._score_batch(requests)
+        replies: dict[int, list[int]] = {}
+        if self._lm_batch and ended_turn:
+            first = self.envs[0].runtime.simulator
+            for env in self.envs[1:]:  # share the first row's model (loaded once)
+                env.runtime.simulator._model = first.model
+            histories = [self.envs[i]._history for i in ended_turn]
+            batch = first.reply_batch(histories, [self.envs[i].np_random for i in ended_turn])
+            replies = dict(zip(ended_turn, batch))
         for i in ended_turn:
-            results[i] = self.envs[i]._after_turn(scored.get(i))
+            results[i] = self.envs[i]._after_turn(scored.get(i), replies.get(i))
         for i, env in enumerate(self.envs):
             turn = results[i]
             if isinstance(turn, dict):  # the info of an autoreset row

@@ -275,25 +275,54 @@ class LMSimulator(BaseSimulator):
     def reply(
         self, history_ids: Sequence[int], rng: np.random.Generator, context: TurnContext | None = None
     ) -> list[int]:
-        """Sample the user's message from the LM given the history (full forward per token: short replies)."""
+        """Sample the user's message from the LM given the history (see :meth:`reply_batch`)."""
+        del context
+        return self.reply_batch([history_ids], [rng])[0]
+
+    def reply_batch(
+        self, histories: Sequence[Sequence[int]], rngs: Sequence[np.random.Generator]
+    ) -> list[list[int]]:
+        """Replies for several conversations in one forward per token (left-padded histories).
+
+        Each row draws its torch seed from its own generator, so a row samples as it would alone (up to the float
+        differences that padding makes in the logits). Full forward per token: replies are short.
+        """
         import torch
 
-        del context
+        if len(histories) != len(rngs):
+            raise ValueError(f"{len(histories)} histories but {len(rngs)} generators")
         model = self.model
         cfg = model.config
         limit = int(getattr(cfg, "n_positions", 0) or getattr(cfg, "max_position_embeddings", 0) or 1024)
-        ids = list(history_ids)[-(limit - self.max_reply_tokens) :]
-        gen = torch.Generator().manual_seed(int(rng.integers(2**31 - 1)))
-        out: list[int] = []
+        keep = limit - self.max_reply_tokens
+        gens = [torch.Generator().manual_seed(int(r.integers(2**31 - 1))) for r in rngs]
+        out: list[list[int]] = [[] for _ in histories]
+        alive = [True] * len(histories)
+        pad = self.tokenizer.pad_id if self.tokenizer is not None else 0
         with torch.no_grad():
             for _ in range(self.max_reply_tokens):
-                logits = model(input_ids=torch.tensor([ids + out], dtype=torch.long)).logits[0, -1]
-                probs = torch.softmax(logits.float() / self.temperature, dim=-1)
-                tok = int(torch.multinomial(probs, 1, generator=gen))
-                if tok in self._stop:
+                rows = [i for i, a in enumerate(alive) if a]
+                if not rows:
                     break
-                out.append(tok)
-        return out if out else self.encode(self.fallback)
+                seqs = [(list(histories[i])[-keep:] + out[i]) for i in rows]
+                width = max(len(q) for q in seqs)
+                ids = torch.full((len(rows), width), pad, dtype=torch.long)
+                mask = torch.zeros((len(rows), width), dtype=torch.long)
+                for k, q in enumerate(seqs):
+                    ids[k, width - len(q) :] = torch.as_tensor(q, dtype=torch.long)
+                    mask[k, width - len(q) :] = 1
+                positions = (mask.cumsum(-1) - 1).clamp(min=0)
+                logits = (
+                    model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, -1].float()
+                )
+                probs = torch.softmax(logits / self.temperature, dim=-1)
+                for k, i in enumerate(rows):
+                    tok = int(torch.multinomial(probs[k], 1, generator=gens[i]))
+                    if tok in self._stop:
+                        alive[i] = False
+                    else:
+                        out[i].append(tok)
+        return [o if o else self.encode(self.fallback) for o in out]
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)

@@ -526,3 +526,25 @@ def test_openenv_websocket_session_holds_a_multi_turn_conversation() -> None:
         assert last["done"] and last["observation"]["finish_reason"] == "max_turns"
         roles = [t["role"] for t in last["observation"]["transcript"]]
         assert roles[:4] == ["user", "assistant", "user", "assistant"]
+
+
+def test_native_vector_env_batches_the_lm_user_with_one_shared_model() -> None:
+    kw = {**CHEAP, "simulator": "lm", "max_turn_tokens": 3, "max_turns": 2}
+    venv = gym.make_vec("aligngym/Dialogue-Sequence-v0", num_envs=3, **kw)
+    venv.reset(seed=4)
+    rng = np.random.default_rng(0)
+    for _ in range(2):
+        _, _, done, _, info = venv.step(rng.integers(1, 500, size=(3, 3)))
+    assert done.all() and all(t[2]["ids"] for t in info["transcript"])
+    models = {id(env.runtime.simulator._model) for env in venv.unwrapped.envs}
+    assert len(models) == 1
+    # one row: the batched sampler is the single env's, step for step
+    single = make("aligngym/Dialogue-Sequence-v0", **kw)
+    one = gym.make_vec("aligngym/Dialogue-Sequence-v0", num_envs=1, **kw)
+    single.reset(seed=9)
+    one.reset(seed=9)
+    for _ in range(2):
+        act = rng.integers(1, 500, size=3)
+        _, _, _, _, a = single.step(act)
+        _, _, _, _, b = one.step(act[None])
+    assert a["transcript"] == b["transcript"][0]
