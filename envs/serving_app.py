@@ -199,6 +199,15 @@ def _text_bytes(data: str | bytes) -> int:
     return len(data) if data.isascii() else len(data.encode("utf-8"))
 
 
+def _is_close(text: str) -> bool:
+    """Whether a (short) WebSocket message is OpenEnv's ``{"type": "close"}``."""
+    try:
+        message = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(message, dict) and message.get("type") == "close"
+
+
 async def _send_json(send: Any, status: int, payload: Mapping[str, Any], headers: list | None = None) -> None:
     body = json.dumps(payload).encode()
     head = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
@@ -288,7 +297,13 @@ class ServingGuard:
             return
         hub.metrics.counts["sessions_opened"] += 1
         key, idle, limit = id(scope), hub.limits.idle_timeout_s, hub.limits.max_request_bytes
-        closed, started = [False], [0.0]
+        closed, started, held = [False], [0.0], [True]
+
+        def release() -> None:
+            # freed when the close is sent, before the client can see it and reconnect (churn at the cap)
+            if held[0]:
+                held[0] = False
+                hub.slots.release()
 
         async def guarded_receive() -> Any:
             while True:
@@ -297,6 +312,7 @@ class ServingGuard:
                 except TimeoutError:
                     hub.metrics.counts["sessions_idle_closed"] += 1
                     closed[0] = True
+                    release()
                     reason = f"idle for more than {idle:g} s"
                     try:
                         await send({"type": "websocket.close", "code": 1001, "reason": reason})
@@ -304,9 +320,12 @@ class ServingGuard:
                         pass
                     return {"type": "websocket.disconnect", "code": 1001}
                 if msg["type"] != "websocket.receive":
+                    if msg["type"] == "websocket.disconnect":
+                        release()
                     return msg
                 if hub.draining:  # no new work once the drain has begun: the session ends here
                     closed[0] = True
+                    release()
                     try:
                         await send(
                             {"type": "websocket.close", "code": 1012, "reason": "the server is shutting down"}
@@ -322,6 +341,8 @@ class ServingGuard:
                     error = {"type": "error", "data": {"message": message, "code": "REQUEST_TOO_LARGE"}}
                     await send({"type": "websocket.send", "text": json.dumps(error)})
                     continue
+                if data is not None and len(data) < 64 and '"close"' in data and _is_close(data):
+                    release()  # the client ends its session: its slot is free before its close handshake ends
                 hub.busy.add(key)
                 hub.metrics.counts["ws_messages"] += 1
                 started[0] = time.perf_counter()
@@ -338,6 +359,8 @@ class ServingGuard:
                     if text.startswith('{"type":"error"'):
                         code = json.loads(text).get("data", {}).get("code", "ERROR")
                         hub.metrics.errors[str(code)] += 1
+            if msg["type"] == "websocket.close":
+                release()
             await send(msg)
 
         try:
@@ -346,7 +369,7 @@ class ServingGuard:
             pass  # the client left; openenv-core has already freed its session
         finally:
             hub.busy.discard(key)
-            hub.slots.release()
+            release()
 
     async def _refuse(self, scope: Any, receive: Any, send: Any) -> None:
         hub = self.hub

@@ -176,6 +176,23 @@ def test_client_that_disconnects_during_a_step_frees_its_session():
             )
 
 
+def test_a_closed_session_frees_its_slot_before_the_client_can_reconnect():
+    with ServerThread(create_server_app(SEQ_ID, max_concurrent_envs=1)) as srv:
+
+        async def churn() -> None:
+            client = AlignGymClient(base_url=srv.url, retry_lost_steps=False)
+            for i in range(10):  # at the cap of 1: close, reconnect at once, never refused
+                await client.connect()
+                assert (await client.step(CompletionAction(completion='"close"', prompt_index=i))).done
+                if i == 0:  # a step whose text says "close" is no close: the slot is still held
+                    with pytest.raises(ServerRefusedError):
+                        await AlignGymClient(base_url=srv.url).connect()
+                await client.close()
+
+        asyncio.run(churn())
+        assert metrics(srv)["sessions"]["refused"] == 1
+
+
 def test_idle_session_is_closed_and_the_client_starts_again_with_reset():
     limits = ServerLimits(max_sessions=1, idle_timeout_s=0.5)
     with ServerThread(create_server_app(SEQ_ID, limits=limits)) as srv:
