@@ -122,7 +122,10 @@ class _Supervisor:
 
     def __init__(self, cfg: ServeConfig) -> None:
         self.ctx = mp.get_context("spawn")  # never fork a process that may have started threads
-        self.reserve = _bind(cfg.host, cfg.port, listen=False)  # holds the port; port 0 gets one here
+        try:
+            self.reserve = _bind(cfg.host, cfg.port, listen=False)  # holds the port; port 0 gets one here
+        except OSError as err:
+            raise SystemExit(f"cannot serve on {cfg.host}:{cfg.port}: {err}") from err
         self.cfg = replace(cfg, port=int(self.reserve.getsockname()[1]))
         self.shared = self.ctx.Array("q", cfg.workers)
         self.procs: list[Any] = [None] * cfg.workers

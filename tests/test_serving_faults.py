@@ -354,3 +354,20 @@ def test_two_workers_share_port_and_cap_survive_a_killed_worker_and_drain_on_sig
         if proc.poll() is None:
             proc.kill()
             proc.wait(30)
+
+
+def test_serve_arguments_and_a_busy_port_end_with_the_reason():
+    from aligngym.envs.serving import ServeConfig, config_from_args, serve
+
+    with pytest.raises(SystemExit, match="--workers must be >= 1, got 0"):
+        config_from_args([SEQ_ID, "--workers", "0"])
+    with pytest.raises(SystemExit, match="max_sessions must be a positive integer, got 0"):
+        config_from_args([SEQ_ID, "--max-sessions", "0"])
+    cfg = config_from_args([SEQ_ID, "--workers", "2", "--idle-timeout", "0", "--port", "0"])
+    assert cfg.workers == 2 and cfg.limits.idle_timeout_s is None
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SystemExit, match=f"cannot serve on 127.0.0.1:{port}"):
+            serve(ServeConfig(SEQ_ID, port=port, workers=2))
