@@ -41,6 +41,9 @@ class GRPOConfig(LMAgentConfig, AgentConfig):
     :param temperature: sampling temperature of the completions (log-probs are of the tempered policy).
     :param top_k: top-k filtering of the completions (0: off).
     :param top_p: nucleus filtering of the completions (1: off).
+    :param sft_steps: supervised warm start before the first update (SFT on the task's demonstrations, then the
+        fine-tuned weights are the KL reference; 0: off).
+    :param sft_learning_rate: peak step size of the warm start.
     """
 
     learning_rate: float = 2e-4
@@ -54,8 +57,14 @@ class GRPOConfig(LMAgentConfig, AgentConfig):
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
+    sft_steps: int = 0
+    sft_learning_rate: float = 3e-4
 
     def __post_init__(self) -> None:
+        if self.sft_steps < 0 or self.sft_learning_rate <= 0:
+            raise ValueError(
+                f"sft_steps must be >= 0 and sft_learning_rate > 0, got {self.sft_steps}, {self.sft_learning_rate}"
+            )
         if self.advantage not in ADVANTAGES:
             raise ValueError(f"advantage must be one of {ADVANTAGES}, got {self.advantage!r}")
         if self.num_generations < 2:
@@ -115,6 +124,26 @@ class GRPOAgent(LMAgent):
                 f"group per reset), got {env.num_envs}"
             )
         self.pad_action = self.eos_action if self.eos_action is not None else 0
+        self.sft_done = False
+
+    def learn(self, total_timesteps: int, callback: Any = None) -> GRPOAgent:
+        """As :meth:`Agent.learn`, after the supervised warm start when ``sft_steps`` > 0 (once per agent)."""
+        if self.config.sft_steps > 0 and not self.sft_done:
+            from aligngym.agents.sft import warm_start
+
+            metrics = warm_start(self, self.config.sft_steps, self.config.sft_learning_rate)
+            self.logger.log(self.num_timesteps, **{f"sft/{k}": v for k, v in metrics.items()})
+            self.sft_done = True
+        return super().learn(total_timesteps, callback)
+
+    def extra_state(self) -> dict[str, Any]:
+        return {**super().extra_state(), "sft_done": self.sft_done}
+
+    def load_extra_state(self, extra: dict[str, Any]) -> None:
+        super().load_extra_state(extra)
+        self.sft_done = bool(extra.get("sft_done", False))
+        if self.sft_done:
+            self._reference_is_spec = False  # the checkpoint holds the fine-tuned reference (ref.*)
 
     # -- acting ----------------------------------------------------------------------------------------------------
     @torch.no_grad()

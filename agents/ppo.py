@@ -45,6 +45,10 @@ class PPOConfig(LMAgentConfig, AgentConfig):
     :param kl_horizon: horizon (episodes) of the adaptive controller.
     :param whiten_advantages: standardize advantages over the batch.
     :param temperature: sampling temperature of the rollouts (log-probs are of the tempered policy).
+    :param sft_steps: supervised warm start before the first rollout (RL4LMs' supervised + PPO): this many SFT steps
+        on the task's demonstrations (:func:`aligngym.agents.sft.demonstrations`), after which the fine-tuned
+        weights are the KL reference (0: off).
+    :param sft_learning_rate: peak step size of the warm start.
     """
 
     learning_rate: float = 1e-4
@@ -64,8 +68,14 @@ class PPOConfig(LMAgentConfig, AgentConfig):
     kl_horizon: int = 2000
     whiten_advantages: bool = True
     temperature: float = 1.0
+    sft_steps: int = 0
+    sft_learning_rate: float = 3e-4
 
     def __post_init__(self) -> None:
+        if self.sft_steps < 0 or self.sft_learning_rate <= 0:
+            raise ValueError(
+                f"sft_steps must be >= 0 and sft_learning_rate > 0, got {self.sft_steps}, {self.sft_learning_rate}"
+            )
         for name in ("num_envs", "n_epochs", "minibatch_size", "kl_horizon"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -180,6 +190,17 @@ class PPOAgent(LMAgent):
         valid = self.step_masks[-1].cpu().numpy()
         non_eos = [a for a in np.flatnonzero(valid) if a != self.eos_action]
         self._idle_action = int(non_eos[0]) if non_eos else 0  # given to rows whose episode is over
+        self.sft_done = False
+
+    def learn(self, total_timesteps: int, callback: Any = None) -> PPOAgent:
+        """As :meth:`Agent.learn`, after the supervised warm start when ``sft_steps`` > 0 (once per agent)."""
+        if self.config.sft_steps > 0 and not self.sft_done:
+            from aligngym.agents.sft import warm_start
+
+            metrics = warm_start(self, self.config.sft_steps, self.config.sft_learning_rate)
+            self.logger.log(self.num_timesteps, **{f"sft/{k}": v for k, v in metrics.items()})
+            self.sft_done = True
+        return super().learn(total_timesteps, callback)
 
     # -- acting ----------------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -349,12 +370,15 @@ class PPOAgent(LMAgent):
 
     # -- checkpoints -----------------------------------------------------------------------------------------------
     def extra_state(self) -> dict[str, Any]:
-        return {**super().extra_state(), "kl_coef": self.kl_ctl.value}
+        return {**super().extra_state(), "kl_coef": self.kl_ctl.value, "sft_done": self.sft_done}
 
     def load_extra_state(self, extra: dict[str, Any]) -> None:
         super().load_extra_state(extra)
         if "kl_coef" in extra:
             self.kl_ctl.value = float(extra["kl_coef"])
+        self.sft_done = bool(extra.get("sft_done", False))
+        if self.sft_done:
+            self._reference_is_spec = False  # the checkpoint holds the fine-tuned reference (ref.*)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 :class:`SFTTrainer` trains any ``transformers`` causal LM (or a :class:`~aligngym.agents.policies.CausalLMPolicy`) on the
 env's tokenizer with AdamW/Adam/SGD and reports eval loss and perplexity; ``agents/pretrain_reference.py`` uses it
-to train the shipped reference model on ``envs/data/corpus.txt``.
+to train the shipped reference model on ``envs/data/corpus.txt``. :func:`demonstrations` reads a task's good train
+examples and :class:`SFTAgent` is the supervised row of the benchmarks (RL4LMs' "supervised").
 """
 
 from __future__ import annotations
@@ -12,13 +13,15 @@ import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from aligngym.agents.base import MetricLogger
+from aligngym.agents.base import AgentConfig, MetricLogger, add_batch_dim
+from aligngym.agents.lm_agent import LMAgent, LMAgentConfig
 from aligngym.agents.policies import CausalLMPolicy, check_vocab
 from aligngym.agents.sampling import positions_from_mask
 from aligngym.envs.device import resolve_device
@@ -316,3 +319,178 @@ class SFTTrainer:
         out = Path(path)
         self.model.save_pretrained(str(out), safe_serialization=True)  # type: ignore[operator]
         return out
+
+
+def demonstrations(runtime: Any) -> list[tuple[str, str]]:
+    """The good examples of an env's prompt rows as (prompt, completion) pairs, for supervised fine-tuning.
+
+    Rows with a ``reference`` column (Keywords, Similarity) give (prompt, reference); the Preference task gives the
+    chosen answers of the shipped preference pairs of the same split (``preference_pairs.jsonl``; a pair's prompt is
+    its own, not one of the env's prompts). Only the env's split is read: a train env never sees test rows.
+
+    :param runtime: the env's ``TaskRuntime``.
+    :raises ValueError: when the task has no demonstrations (Sentiment ships prompts only).
+    """
+    rows = runtime.rows
+    if rows and all(isinstance(r.get("reference"), str) and r["reference"] for r in rows):
+        return [(r["prompt"], r["reference"]) for r in rows]
+    if runtime.task.name == "Preference":
+        import json
+
+        from aligngym.envs.data import data_path
+
+        splits = {r.get("split") for r in rows}
+        pairs: dict[tuple[str, str], None] = {}
+        with open(data_path("preference_pairs.jsonl"), encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip():
+                    row = json.loads(line)
+                    if row.get("split") in splits:
+                        pairs[(row["prompt"], row["chosen"])] = None
+        if pairs:
+            return list(pairs)
+    raise ValueError(
+        f"task {runtime.task.name!r} has no demonstrations: expected a 'reference' column in every prompt row "
+        "(or the Preference task's chosen answers)"
+    )
+
+
+@dataclasses.dataclass
+class SFTAgentConfig(LMAgentConfig, AgentConfig):
+    """Hyper-parameters of :class:`SFTAgent` (plus the agent and LM fields).
+
+    :param sft_steps: optimizer steps of supervised fine-tuning, taken on the first ``learn`` call.
+    :param learning_rate: peak SFT step size (warm-up then cosine decay, :class:`SFTConfig`).
+    :param batch_size: (prompt, completion) pairs per step.
+    :param temperature: sampling temperature of ``predict`` when not ``deterministic``.
+    """
+
+    sft_steps: int = 200
+    learning_rate: float = 3e-4
+    batch_size: int = 16
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.sft_steps < 0 or self.batch_size <= 0 or self.learning_rate <= 0 or self.temperature <= 0:
+            raise ValueError(
+                f"sft_steps must be >= 0 and batch_size, learning_rate, temperature positive, got {self.sft_steps}, "
+                f"{self.batch_size}, {self.learning_rate}, {self.temperature}"
+            )
+
+
+def supervised_fine_tune(policy: CausalLMPolicy, runtime: Any, steps: int, config: Any) -> dict[str, float]:
+    """Fine-tune ``policy``'s LM on :func:`demonstrations` of ``runtime`` for ``steps`` steps (no held-out part).
+
+    :param policy: the policy to train in place (left in eval mode).
+    :param runtime: the env's ``TaskRuntime``.
+    :param steps: optimizer steps.
+    :param config: a config with ``learning_rate``, ``seed``, ``device`` and optionally ``batch_size``.
+    :returns: the trainer's last metrics (``train_loss``, ``steps``, ``seconds``).
+    """
+    sft_cfg = SFTConfig(
+        learning_rate=config.learning_rate,
+        batch_size=getattr(config, "batch_size", 16),
+        block_size=runtime.max_prompt_tokens + runtime.max_new_tokens,
+        max_steps=max(steps, 1),
+        warmup_steps=min(20, max(steps // 10, 1)),
+        eval_fraction=0.0,
+        seed=config.seed,
+        device=str(config.device),
+    )
+    trainer = SFTTrainer(policy, runtime.tokenizer, sft_cfg, pairs=demonstrations(runtime))
+    metrics = trainer.train(steps) if steps > 0 else {}
+    policy.eval()
+    return metrics
+
+
+def warm_start(agent: LMAgent, steps: int, learning_rate: float) -> dict[str, float]:
+    """Supervised warm start of an RL agent (RL4LMs' supervised + PPO): fine-tune ``agent.policy`` on the task's
+    demonstrations, then make the fine-tuned weights the frozen KL reference (saved with the agent's checkpoints).
+
+    :param agent: an LM agent (PPO, GRPO) before its first update.
+    :param steps: SFT optimizer steps.
+    :param learning_rate: peak SFT step size.
+    :returns: the SFT metrics.
+    """
+    cfg = SimpleNamespace(learning_rate=learning_rate, seed=agent.config.seed, device=agent.device)
+    metrics = supervised_fine_tune(agent.policy, agent.runtime, steps, cfg)
+    if agent.reference is not None:
+        agent.reference.model.load_state_dict(agent.policy.model.state_dict())
+        agent.reference.model.eval()
+        agent._reference_is_spec = (
+            False  # the reference is no longer the shipped file: save it with the agent
+        )
+    if agent.optimizer is not None:
+        agent.optimizer.state.clear()  # Adam moments of the pre-SFT weights do not apply
+    return metrics
+
+
+class SFTAgent(LMAgent):
+    """Supervised row: the shipped reference LM fine-tuned on the task's good train examples, then decoding.
+
+    The first ``learn`` call takes ``sft_steps`` steps of :func:`supervised_fine_tune` (the step budget only counts:
+    SFT learns from demonstrations, not from env steps); ``predict`` gives one next token on ``-Token-v0`` envs and a
+    whole completion on ``-Sequence-v0`` envs, greedy when ``deterministic``.
+
+    :param env: a token- or sequence-level aligngym env of a task with :func:`demonstrations`.
+    """
+
+    Config: ClassVar[type[AgentConfig]] = SFTAgentConfig
+    algo_name: ClassVar[str] = "sft"
+    needs_reference = False
+    trains = False
+
+    def __init__(self, env: Any, config: SFTAgentConfig | None = None) -> None:
+        super().__init__(env, config)
+        self.config: SFTAgentConfig
+        demonstrations(self.runtime)  # fail at construction, not after the first chunk
+        self.sequence_level = "completion_len" in self.signature
+        self.sft_metrics: dict[str, float] = {}
+
+    def learn(self, total_timesteps: int, callback: Any = None) -> SFTAgent:
+        """Fine-tune on the first call; count ``total_timesteps`` on every call."""
+        if not self.sft_metrics and self.config.sft_steps > 0:
+            self.sft_metrics = supervised_fine_tune(
+                self.policy, self.runtime, self.config.sft_steps, self.config
+            )
+            self.logger.log(self.num_timesteps, **{f"sft/{k}": v for k, v in self.sft_metrics.items()})
+        self.num_timesteps += int(total_timesteps)
+        return self
+
+    @torch.no_grad()
+    def predict(
+        self,
+        obs: Any,
+        state: Any = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, Any]:
+        """Next action(s) (token envs) or whole completions (sequence envs); sampled unless ``deterministic``."""
+        batch, single = add_batch_dim(obs)
+        rt, cfg = self.runtime, self.config
+        ids = torch.as_tensor(batch["input_ids"], device=self.device)
+        mask = torch.as_tensor(batch["attention_mask"], device=self.device)
+        if self.sequence_level:
+            p = rt.max_prompt_tokens
+            out = self.policy.sample(
+                ids[:, :p],
+                mask[:, :p],
+                rt.max_new_tokens,
+                temperature=cfg.temperature,
+                greedy=deterministic,
+                eos_action=self.eos_action,
+                pad_action=self.eos_action if self.eos_action is not None else 0,
+                action_masks=self.step_masks,
+                generator=self.generator,
+            )
+            actions = out.actions.cpu().numpy().astype(np.int64)
+        else:
+            done = mask[:, rt.max_prompt_tokens :].sum(-1).clamp(max=rt.max_new_tokens - 1)
+            logits = self.policy(ids, mask).float().masked_fill(~self.step_masks[done], float("-inf"))
+            if deterministic:
+                chosen = logits.argmax(-1)
+            else:
+                probs = torch.softmax(logits / cfg.temperature, dim=-1)
+                chosen = torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
+            actions = chosen.cpu().numpy().astype(np.int64)
+        return (actions[0] if single else actions), state

@@ -362,6 +362,42 @@ for _spec in (
 ):
     register_agent(_spec)
 
+# The supervised and RL4LMs-style rows of the alignment suite (``benchmarks/suites/alignment.toml``).
+for _spec in (
+    AgentSpec(
+        "sft",
+        _ours("aligngym.agents.sft:SFTAgent"),
+        "aligngym.agents.sft",
+        "supervised fine-tuning of the reference LM on the task's good train examples (references, chosen answers)",
+        learns=False,
+    ),
+    AgentSpec(
+        "sft+ppo",
+        _ours("aligngym.agents.ppo:PPOAgent"),
+        "aligngym.agents.ppo",
+        "PPO warm-started by SFT on the task's demonstrations; the SFT model is the KL reference (RL4LMs)",
+        granularity="token",
+        overrides={"sft_steps": 200},
+    ),
+    AgentSpec(
+        "rloo",
+        _ours("aligngym.agents.grpo:GRPOAgent"),
+        "aligngym.agents.grpo",
+        "RLOO: REINFORCE with a leave-one-out baseline over each prompt's completions (GRPOAgent, advantage='rloo')",
+        granularity="sequence",
+        overrides={"advantage": "rloo"},
+    ),
+    AgentSpec(
+        "sft+grpo",
+        _ours("aligngym.agents.grpo:GRPOAgent"),
+        "aligngym.agents.grpo",
+        "GRPO warm-started by SFT on the task's demonstrations; the SFT model is the KL reference",
+        granularity="sequence",
+        overrides={"sft_steps": 200},
+    ),
+):
+    register_agent(_spec)
+
 
 def get_agent_spec(name: str) -> AgentSpec:
     """The table entry for ``name``; an import path ``"pkg.module:Class"`` gives an ad-hoc entry for that class.
