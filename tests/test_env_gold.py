@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import aligngym.envs  # noqa: F401
-from aligngym.envs import Task, TaskRuntime
+from aligngym.envs import TASKS, Task, TaskRuntime
 from aligngym.envs.recording import RecordEpisodes, load_episodes
 from aligngym.envs.vector import SequenceVectorEnv, TokenVectorEnv
 from tests.test_vector import assert_same, random_actions
@@ -84,6 +84,16 @@ def test_task_default_gold_and_gold_false() -> None:
         TaskRuntime(task, prompts=PROMPTS, gold=42)
 
 
+def test_every_shipped_task_declares_a_gold_scorer_other_than_its_reward() -> None:
+    for name, task in TASKS.items():
+        if name == "Text":
+            assert task.gold is None  # the user's prompts and scorer: no gold to guess
+        elif name == "Target":
+            assert task.gold == task.scorer  # the reward is already exact
+        else:
+            assert task.gold is not None and task.gold != task.scorer, name
+
+
 def test_gold_with_the_scorers_own_name_reuses_the_score() -> None:
     env = gym.make(TEXT_SEQ, prompts=PROMPTS, scorer="sentiment", gold="sentiment", max_new_tokens=3)
     env.reset(seed=0)
@@ -114,6 +124,7 @@ def test_vector_env_gold_equals_the_single_env_gold(cls: type) -> None:
         for k, (u, v) in enumerate(zip(x, y)):
             assert_same(u, v, f"item {k}")
         if "gold_score" in x[4]:
+            np.testing.assert_array_equal(x[4]["gold_score"], y[4]["gold_score"])  # rule-based gold: exact
             seen += int(x[4]["_gold_score"].sum())
             assert set(x[4]["gold_components"]) >= {"length", "blocklist"}
     assert seen >= 4
