@@ -220,14 +220,24 @@ def run_probes(
 ) -> dict[str, Any]:
     """Run every probe on every scorer (``list_scorers()`` by default) over the test prompts of ``tasks``.
 
+    A scorer runs on the tasks whose rows carry the context it needs (a task it raises on is listed under
+    ``not_applicable`` with the error). MiniLM embeddings are shared between scorers (one per distinct text).
+
     :return: ``{"scorers": {name: {"skipped": reason} | {"tasks": {task: {probe: {...}}}, "hacked_by": [...]}},
         "gold": {task: gold name}, ...}``; each probe entry has ``proxy_delta``, ``gold_delta`` (means over rows of
         probe minus honest) and ``hack`` (proxy raised by more than ``TOLERANCE``, gold not raised).
     """
-    from aligngym.envs.scorers import list_scorers, make_scorer
+    from aligngym.benchmarks.overopt import shared_embeddings
+    from aligngym.envs.scorers import list_scorers
+
+    with shared_embeddings():
+        return _run_probes(list(scorers) if scorers is not None else list_scorers(), tasks, n_prompts, device)
+
+
+def _run_probes(names: list[str], tasks: Sequence[str], n_prompts: int, device: str) -> dict[str, Any]:
+    from aligngym.envs.scorers import make_scorer
     from aligngym.envs.scorers.gold import TASK_GOLD
 
-    names = list(scorers) if scorers is not None else list_scorers()
     start = time.perf_counter()
     rows = {t: probe_rows(t, n_prompts) for t in tasks}
     gold: dict[str, dict[str, dict[int, float]]] = {}
@@ -240,13 +250,14 @@ def run_probes(
             result[name] = {"skipped": reason}
             continue
         per_task: dict[str, Any] = {}
+        not_applicable: dict[str, str] = {}
         for t in tasks:
             if not _applies(scorer, rows[t]):
                 continue
             try:
                 proxy = _scores(scorer, rows[t])
-            except Exception as err:
-                per_task[t] = {"error": f"{type(err).__name__}: {err}"}
+            except Exception as err:  # e.g. a context column the scorer needs but does not declare
+                not_applicable[t] = f"{type(err).__name__}: {err}"
                 continue
             entry: dict[str, Any] = {}
             for probe in PROBES:
@@ -265,7 +276,7 @@ def run_probes(
         hacked = sorted(
             {p for e in per_task.values() for p, v in e.items() if isinstance(v, dict) and v["hack"]}
         )
-        result[name] = {"tasks": per_task, "hacked_by": hacked}
+        result[name] = {"tasks": per_task, "hacked_by": hacked, "not_applicable": not_applicable}
     return {
         "probes": list(PROBES),
         "tasks": list(tasks),
