@@ -13,6 +13,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from aligngym.envs.reference import ReferenceKVCache
 from aligngym.envs.runtime import (
     MASK_IN_INFO_MAX_ACTIONS,
     RUNTIME_OPTIONS,
@@ -34,6 +35,8 @@ class AlignmentEnv(gym.Env[dict[str, np.ndarray], Any]):
     """
 
     metadata: dict[str, Any] = {"render_modes": ["ansi"], "render_fps": 4}
+    #: the reference model's KV cache of the running episode(s) (made on the first ``ref_logprob`` step)
+    _ref_cache: ReferenceKVCache | None = None
 
     def __init__(self, task: str | Task = "Text", render_mode: str | None = None, **options: Any) -> None:
         unknown = set(options) - RUNTIME_OPTIONS - VECTOR_ONLY_OPTIONS
@@ -88,6 +91,8 @@ class AlignmentEnv(gym.Env[dict[str, np.ndarray], Any]):
             self._prompt_index = i
             self._row, prompt_ids = rt.rows[i], rt.prompt_ids[i]
         self._ids, self._mask = rt.empty_obs(prompt_ids)
+        if self._ref_cache is not None:
+            self._ref_cache.clear()  # the reference's KV cache lives with the episode
         self._generated = []
         self._done = False
         self._last = ""
@@ -227,8 +232,14 @@ class TokenEnv(AlignmentEnv):
         tok = rt.token_of(self._action_index(action))
         reward = 0.0
         info: dict[str, Any] = {}
-        if rt.reference_spec is not None:
-            lp = float(rt.reference.next_token_logprobs(self._ids[None], self._mask[None])[0, tok])
+        if rt.reference_spec is not None:  # KV-cached over the episode: O(1) reference work per step
+            if self._ref_cache is None:
+                self._ref_cache = ReferenceKVCache(1, self._ids.shape[0])
+            lp = float(
+                rt.reference.next_token_logprobs(
+                    self._ids[None], self._mask[None], cache=self._ref_cache, tokens=[tok]
+                )[0]
+            )
             info["ref_logprob"] = lp
             reward += rt.ref_logprob_coef * lp
         pos = rt.max_prompt_tokens + len(self._generated)

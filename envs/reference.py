@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from aligngym.envs.hf import cache_kwarg, output_cache
 from aligngym.envs.tokenization import TextTokenizer, load_tokenizer
 
 #: directory (inside ``aligngym.envs.data``) of the shipped reference LM that ``"default"`` names
@@ -123,16 +124,18 @@ class ReferenceModel:
         self._torch = torch
 
     # -- batching helpers ------------------------------------------------------------------------------------------
-    def _forward(self, ids: Any, mask: Any) -> Any:
+    def _logits(self, ids: Any, mask: Any) -> Any:
         """Logits (float32, (b, T, V_tok)) for a padded batch; positions follow the attention mask."""
-        torch = self._torch
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         try:
             logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
         except TypeError:  # architectures without position_ids
             logits = self.model(input_ids=ids, attention_mask=mask).logits
-        logits = logits[..., : self.vocab_size].float()
-        return torch.log_softmax(logits, dim=-1)
+        return logits[..., : self.vocab_size].float()
+
+    def _forward(self, ids: Any, mask: Any) -> Any:
+        """Log-probs (float32, (b, T, V_tok)) for a padded batch; positions follow the attention mask."""
+        return self._torch.log_softmax(self._logits(ids, mask), dim=-1)
 
     def _trim(self, tokens: list[int]) -> list[int]:
         if self.max_context is not None and len(tokens) > self.max_context:
@@ -140,13 +143,26 @@ class ReferenceModel:
         return tokens
 
     # -- public API ------------------------------------------------------------------------------------------------
-    def next_token_logprobs(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    def next_token_logprobs(
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        cache: ReferenceKVCache | None = None,
+        rows: Any = None,
+        tokens: Any = None,
+    ) -> np.ndarray:
         """log p_ref(next token | the attended tokens of each row).
 
         :param input_ids: int64 (B, L) in the env's observation layout (prompt left-padded, generated tokens after
             it, padding after that); only positions with ``attention_mask == 1`` are read, in order.
         :param attention_mask: int (B, L), 1 for real tokens. A row needs at least one real token.
-        :return: float32 (B, V) log-probabilities of the token that follows each row's real tokens.
+        :param cache: a :class:`ReferenceKVCache` of the caller's episodes: each row then costs one KV-cached
+            forward of its one new token (a whole forward only when its episode starts), equal to the uncached
+            values to float tolerance. ``None``: recompute every row's whole context.
+        :param rows: int (B,) the cache rows of the B rows (default ``0..B-1``); only with ``cache``.
+        :param tokens: int (B,) token ids; when given, only their log-probs are returned.
+        :return: float32 (B, V) log-probabilities of the token that follows each row's real tokens, or float32 (B,)
+            those of ``tokens``.
         """
         ids = np.asarray(input_ids)
         mask = np.asarray(attention_mask)
@@ -154,6 +170,20 @@ class ReferenceModel:
             raise ValueError(
                 f"input_ids and attention_mask must both be (B, L); got {ids.shape} and {mask.shape}"
             )
+        if tokens is not None:
+            tokens = np.asarray(tokens, dtype=np.int64).reshape(-1)
+            if tokens.shape != (ids.shape[0],):
+                raise ValueError(
+                    f"tokens must be int ({ids.shape[0]},), one per row; got shape {tokens.shape}"
+                )
+        if cache is not None and cache.usable(self, ids.shape[1]):
+            return cache.query(self, ids, mask, rows, tokens)
+        if rows is not None and cache is None:
+            raise ValueError("rows= selects rows of a ReferenceKVCache; pass cache= with it")
+        logp = self._uncached_next(ids, mask)
+        return logp if tokens is None else logp[np.arange(ids.shape[0]), tokens]
+
+    def _uncached_next(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         rows = [self._trim(ids[b][mask[b] != 0].tolist()) for b in range(ids.shape[0])]
         empty = [b for b, r in enumerate(rows) if not r]
         if empty:
@@ -174,8 +204,8 @@ class ReferenceModel:
                 for i, c in enumerate(chunk):  # left padding: the next-token position is the last column
                     ids[i, width - len(c) :] = torch.as_tensor(c, dtype=torch.long)
                     mask[i, width - len(c) :] = 1
-                logp = self._forward(ids.to(self.device), mask.to(self.device))[:, -1]
-                out[start : start + len(chunk)] = logp.cpu().numpy()
+                logits = self._logits(ids.to(self.device), mask.to(self.device))[:, -1]
+                out[start : start + len(chunk)] = torch.log_softmax(logits, dim=-1).cpu().numpy()
         return out
 
     def token_logprobs(
@@ -253,6 +283,196 @@ class ReferenceModel:
             f"ReferenceModel({type(self.model).__name__}, vocab_size={self.vocab_size}, device={self.device!r}, "
             f"max_context={self.max_context})"
         )
+
+
+class ReferenceKVCache:
+    """KV cache of a :class:`ReferenceModel` over the episodes of ``num_rows`` env rows (observation layout).
+
+    Slot j of a row holds the keys and values of observation column j, so rows at different lengths share one
+    batched forward (columns a row has not reached are masked). Every query checks the columns a row has fed
+    against its observation: a row that moved on by one token costs one KV-cached forward of that token; a row that
+    starts (after a reset, or whenever what was fed changed) runs over its whole context once. An episode of L new
+    tokens thus costs O(L) reference work instead of O(L^2). An env holds one (a single env: 1 row, a vector env:
+    one row per env; each row keeps its own) and clears a row when its episode resets. Pickling drops the tensors.
+
+    :param num_rows: rows N (envs of a vector env).
+    :param width: the observation width L (columns).
+    """
+
+    def __init__(self, num_rows: int, width: int) -> None:
+        if int(num_rows) < 1 or int(width) < 1:
+            raise ValueError(f"num_rows and width must be >= 1, got {num_rows} and {width}")
+        self.num_rows, self.width = int(num_rows), int(width)
+        self._init_storage()
+
+    def clear(self, rows: Any = None) -> None:
+        """Forget the episodes of ``rows`` (int indices or a bool mask; ``None``: every row)."""
+        if rows is None:
+            self._fed[:] = 0
+        else:
+            self._fed[np.asarray(rows)] = 0
+
+    def _init_storage(self) -> None:
+        self._fed = np.zeros(self.num_rows, dtype=np.int64)  # columns fed per row
+        self._ids = np.zeros((self.num_rows, self.width), dtype=np.int64)  # what was fed
+        self._mask = np.zeros((self.num_rows, self.width), dtype=np.bool_)
+        self._keys: list[Any] = []  # per layer (N, H, L, D)
+        self._values: list[Any] = []
+        self._next: Any = None  # float32 (N, V): log p_ref(next token | fed columns)
+        self._owner: Any = None
+        self._broken = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.update(
+            _fed=np.zeros(self.num_rows, dtype=np.int64), _keys=[], _values=[], _next=None, _owner=None
+        )
+        return state
+
+    def usable(self, reference: ReferenceModel, width: int) -> bool:
+        """Whether ``reference`` can run cached on observations of ``width`` columns (the context must fit)."""
+        if width != self.width:
+            raise ValueError(f"this ReferenceKVCache holds rows of {self.width} columns, got {width}")
+        fits = reference.max_context is None or self.width <= reference.max_context
+        return fits and not self._broken
+
+    def query(
+        self, reference: ReferenceModel, ids: np.ndarray, mask: np.ndarray, rows: Any, tokens: Any
+    ) -> np.ndarray:
+        """:meth:`ReferenceModel.next_token_logprobs` through the cache (see there)."""
+        torch = reference._torch
+        B, L = ids.shape
+        rows = np.arange(B) if rows is None else np.asarray(rows, dtype=np.int64).reshape(-1)
+        if rows.shape != (B,) or (B and (rows.min() < 0 or rows.max() >= self.num_rows)):
+            raise ValueError(f"rows must be {B} indices in [0, {self.num_rows}), got {rows.tolist()}")
+        if np.unique(rows).size != B:
+            raise ValueError(f"rows must be distinct, got {rows.tolist()}")
+        if self._owner is not reference:
+            self._init_storage()
+            self._owner = reference
+        att = mask != 0
+        empty = np.flatnonzero(~att.any(1))
+        if empty.size:
+            raise ValueError(
+                f"rows {empty.tolist()} have no attended tokens; a reference model needs a context"
+            )
+        frontier = L - np.argmax(att[:, ::-1], axis=1)  # one past the last attended column
+        fed = self._fed[rows]
+        within = np.arange(L)[None, :] < fed[:, None]
+        same = ~(((ids != self._ids[rows]) | (att != self._mask[rows])) & within).any(1)
+        new = frontier - fed
+        step = same & (new == 1) & (fed > 0)
+        full = ~(same & (fed > 0) & ((new == 0) | (new == 1)))
+        bs = reference.batch_size
+        try:
+            with torch.inference_mode():
+                for group, fn in (
+                    (np.flatnonzero(full), self._run_full),
+                    (np.flatnonzero(step), self._run_step),
+                ):
+                    for start in range(0, group.size, bs):
+                        j = group[start : start + bs]
+                        fn(reference, ids[j], att[j], rows[j], frontier[j])
+                sel = torch.as_tensor(rows, device=self._next.device)
+                nxt = self._next.index_select(0, sel)
+                if tokens is not None:
+                    t = torch.as_tensor(tokens, dtype=torch.long, device=nxt.device)
+                    nxt = nxt.gather(1, t[:, None])[:, 0]
+                return nxt.cpu().numpy().astype(np.float32, copy=False)
+        except TypeError:  # an architecture without position_ids or a KV cache: recompute, uncached
+            self._broken = True
+            logp = reference._uncached_next(ids, mask)
+            return logp if tokens is None else logp[np.arange(B), tokens]
+
+    # -- internals ----------------------------------------------------------------------------------------------
+    def _store_next(self, reference: ReferenceModel, rows: Any, logits: Any) -> None:
+        torch = reference._torch
+        logp = torch.log_softmax(logits[:, : reference.vocab_size].float(), dim=-1)
+        if self._next is None:
+            self._next = torch.zeros((self.num_rows, logp.shape[-1]), dtype=torch.float32, device=logp.device)
+        self._next[rows] = logp
+
+    def _run_full(
+        self,
+        reference: ReferenceModel,
+        ids: np.ndarray,
+        att: np.ndarray,
+        rows: np.ndarray,
+        frontier: np.ndarray,
+    ) -> None:
+        """Run rows over their whole context (columns ``[0, frontier)``) and keep every column's keys/values."""
+        torch, dev = reference._torch, reference.device
+        W = int(frontier.max())
+        t_ids = torch.as_tensor(ids[:, :W], device=dev)
+        t_mask = torch.as_tensor(att[:, :W], dtype=torch.long, device=dev)
+        pos = (t_mask.cumsum(-1) - 1).clamp(min=0)
+        model = reference.model
+        out = model(input_ids=t_ids, attention_mask=t_mask, position_ids=pos, use_cache=True)
+        kv = _layers_kv(output_cache(out))
+        if not self._keys:
+            for k, v in kv:
+                shape = (self.num_rows, k.shape[1], self.width, k.shape[3])
+                self._keys.append(torch.zeros(shape, dtype=k.dtype, device=k.device))
+                self._values.append(torch.zeros((*shape[:3], v.shape[3]), dtype=v.dtype, device=v.device))
+        c = torch.as_tensor(rows, device=dev)
+        for buf_k, buf_v, (k, v) in zip(self._keys, self._values, kv):
+            buf_k[c, :, :W] = k
+            buf_v[c, :, :W] = v
+        last = torch.as_tensor(frontier - 1, device=dev)
+        self._store_next(reference, c, out.logits[torch.arange(len(rows), device=dev), last])
+        self._ids[rows] = ids
+        self._mask[rows] = att
+        self._fed[rows] = frontier
+
+    def _run_step(
+        self,
+        reference: ReferenceModel,
+        ids: np.ndarray,
+        att: np.ndarray,
+        rows: np.ndarray,
+        frontier: np.ndarray,
+    ) -> None:
+        """Feed each row its one new column (``frontier - 1``) through the cached keys/values of the columns before."""
+        torch, dev = reference._torch, reference.device
+        col = frontier - 1
+        W = int(col.max())
+        c = torch.as_tensor(rows, device=dev)
+        past = _make_cache([(k[c, :, :W], v[c, :, :W]) for k, v in zip(self._keys, self._values)])
+        b = len(rows)
+        t_mask = torch.ones((b, W + 1), dtype=torch.long, device=dev)
+        t_mask[:, :W] = torch.as_tensor(self._mask[rows, :W], device=dev)
+        pos = torch.as_tensor(self._mask[rows].sum(1), device=dev)[:, None]
+        tok = ids[np.arange(b), col]
+        model = reference.model
+        out = model(
+            **cache_kwarg(model, past),
+            input_ids=torch.as_tensor(tok, device=dev)[:, None],
+            attention_mask=t_mask,
+            position_ids=pos,
+            use_cache=True,
+        )
+        cols = torch.as_tensor(col, device=dev)
+        for buf_k, buf_v, (k, v) in zip(self._keys, self._values, _layers_kv(output_cache(out))):
+            buf_k[c, :, cols] = k[:, :, W]
+            buf_v[c, :, cols] = v[:, :, W]
+        self._store_next(reference, c, out.logits[:, -1])
+        self._ids[rows, col] = tok
+        self._mask[rows, col] = True
+        self._fed[rows] = frontier
+
+
+def _layers_kv(cache: Any) -> list[tuple[Any, Any]]:
+    """(keys, values) per layer of a ``transformers`` KV cache (a ``Cache`` object or legacy tuples)."""
+    if hasattr(cache, "layers"):
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    return [(kv[0], kv[1]) for kv in cache]
+
+
+def _make_cache(kv: list[tuple[Any, Any]]) -> Any:
+    """A ``transformers`` ``DynamicCache`` holding ``kv`` (keys, values per layer)."""
+    from transformers import DynamicCache
+
+    return DynamicCache(ddp_cache_data=kv)
 
 
 def _load_dir(path: Path, device: str) -> Any:

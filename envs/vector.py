@@ -102,9 +102,10 @@ class TokenVectorEnv(AlignmentVectorEnv):
         m = idx.size
         tok = rt.tokens_of(actions)
         reward = np.zeros(m, dtype=np.float64)
-        if rt.reference_spec is not None:
-            lp = rt.reference.next_token_logprobs(self._ids[idx], self._mask[idx])[np.arange(m), tok]
-            lp = lp.astype(np.float64)
+        if rt.reference_spec is not None:  # KV-cached per row over its episode: O(1) reference work per step
+            lp = rt.reference.next_token_logprobs(
+                self._ids[idx], self._mask[idx], cache=self._reference_cache(), rows=idx, tokens=tok
+            ).astype(np.float64)
             put_info(infos, "ref_logprob", n, idx, lp)
             reward += rt.ref_logprob_coef * lp
         pos = P + self._gen[idx]

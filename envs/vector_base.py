@@ -23,6 +23,7 @@ from aligngym.envs.autoreset import (
     resolve_autoreset_mode,
     select_info,
 )
+from aligngym.envs.reference import ReferenceKVCache
 from aligngym.envs.runtime import RUNTIME_OPTIONS, VECTOR_ONLY_OPTIONS, TaskRuntime, positive_int
 from aligngym.envs.tasks import Task
 
@@ -70,6 +71,8 @@ class AlignmentVectorEnv(gym.vector.VectorEnv):
     """
 
     metadata: dict[str, Any] = {"render_modes": ["ansi"], "render_fps": 4, "autoreset_mode": NEXT_STEP}
+    #: the reference model's KV cache of the running episode(s) (made on the first ``ref_logprob`` step)
+    _ref_cache: ReferenceKVCache | None = None
 
     def __init__(
         self,
@@ -209,6 +212,12 @@ class AlignmentVectorEnv(gym.vector.VectorEnv):
             return value[i]
         return value
 
+    def _reference_cache(self) -> ReferenceKVCache:
+        """The reference model's KV cache of the rows' episodes (one cache row per env row, made on first use)."""
+        if self._ref_cache is None:
+            self._ref_cache = ReferenceKVCache(self.num_envs, self._ids.shape[1])
+        return self._ref_cache
+
     def _reset_rows(self, idx: np.ndarray, options: dict[str, Any], infos: dict[str, Any]) -> None:
         """Start new episodes in rows ``idx`` (prompts drawn with each row's generator) and write their reset infos.
 
@@ -251,6 +260,8 @@ class AlignmentVectorEnv(gym.vector.VectorEnv):
                 self._ids[i, P - len(p) : P] = p
                 self._mask[i, P - len(p) : P] = 1
         self._prompt_index[idx] = pidx
+        if self._ref_cache is not None:
+            self._ref_cache.clear(idx)  # the reference's KV cache lives with each row's episode
         self._gen[idx] = 0
         self._steps[idx] = 0
         self._ended[idx] = False
