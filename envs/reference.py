@@ -437,7 +437,12 @@ class ReferenceKVCache:
         col = frontier - 1
         W = int(col.max())
         c = torch.as_tensor(rows, device=dev)
-        past = _make_cache([(k[c, :, :W], v[c, :, :W]) for k, v in zip(self._keys, self._values)])
+        r0 = int(rows[0])
+        if np.array_equal(rows, np.arange(r0, r0 + len(rows))):  # a run of rows: views, no gather
+            sel: Any = slice(r0, r0 + len(rows))
+        else:
+            sel = c
+        past = _make_cache([(k[sel, :, :W], v[sel, :, :W]) for k, v in zip(self._keys, self._values)])
         b = len(rows)
         t_mask = torch.ones((b, W + 1), dtype=torch.long, device=dev)
         t_mask[:, :W] = torch.as_tensor(self._mask[rows, :W], device=dev)
@@ -469,10 +474,16 @@ def _layers_kv(cache: Any) -> list[tuple[Any, Any]]:
 
 
 def _make_cache(kv: list[tuple[Any, Any]]) -> Any:
-    """A ``transformers`` ``DynamicCache`` holding ``kv`` (keys, values per layer)."""
+    """A ``transformers`` ``DynamicCache`` holding ``kv`` (keys, values per layer) without copying them."""
     from transformers import DynamicCache
 
-    return DynamicCache(ddp_cache_data=kv)
+    cache = DynamicCache(ddp_cache_data=[(k[..., :0, :], v[..., :0, :]) for k, v in kv])
+    layers = getattr(cache, "layers", None)
+    if layers is None or len(layers) != len(kv):  # another cache layout: let transformers copy them in
+        return DynamicCache(ddp_cache_data=kv)
+    for layer, (k, v) in zip(layers, kv):
+        layer.keys, layer.values = k, v
+    return cache
 
 
 def _load_dir(path: Path, device: str) -> Any:
