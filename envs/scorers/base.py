@@ -14,6 +14,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from aligngym.envs.cache import LRUCache
+
 
 class ScorerError(ValueError):
     """A scorer raised, or returned something that is not one finite number per completion."""
@@ -197,7 +199,9 @@ class CompositeScorer(BaseScorer):
 # -- registry -------------------------------------------------------------------------------------------------------
 #: name -> factory, or "module:attribute" resolved on first use (keeps ``import aligngym.envs`` light)
 _REGISTRY: dict[str, Callable[..., BaseScorer] | str] = {}
-_CACHE: dict[tuple[str, str, str], BaseScorer] = {}
+#: (name, device, repr of kwargs) -> scorer; bounded LRU (``aligngym.envs.cache.set_cache_size`` /
+#: ``ALIGNGYM_CACHE_SIZE``, default 8): an evicted scorer lives on in the envs that hold it
+_CACHE: LRUCache[BaseScorer] = LRUCache("scorers")
 
 
 def register_scorer(name: str, factory: Callable[..., BaseScorer] | str, *, overwrite: bool = False) -> None:
@@ -207,8 +211,7 @@ def register_scorer(name: str, factory: Callable[..., BaseScorer] | str, *, over
     if name in _REGISTRY and not overwrite and _REGISTRY[name] != factory:
         raise ValueError(f"scorer {name!r} is already registered; pass overwrite=True to replace it")
     _REGISTRY[name] = factory
-    for key in [k for k in _CACHE if k[0] == name]:
-        del _CACHE[key]
+    _CACHE.discard(lambda k: isinstance(k, tuple) and k[0] == name)
 
 
 def list_scorers() -> list[str]:
@@ -233,7 +236,9 @@ def _factory(name: str) -> Callable[..., BaseScorer]:
 def make_scorer(spec: Any, device: str = "auto", **kwargs: Any) -> BaseScorer:
     """Build a scorer from a name, a ``{name: weight}`` dict, a scorer object or a plain callable.
 
-    Scorers made from a name are cached by (name, device, kwargs) so that many envs share one model.
+    Scorers made from a name are cached by (name, device, kwargs) so that many envs share one model; the cache is
+    a bounded LRU (:mod:`aligngym.envs.cache`: 8 entries unless ``ALIGNGYM_CACHE_SIZE`` or ``set_cache_size`` says
+    otherwise).
 
     :param spec: ``"sentiment"``; ``{"sentiment": 1.0, "fluency": 0.2}``; a :class:`BaseScorer`; a callable
         ``f(prompts, completions, **context)``.
@@ -254,12 +259,12 @@ def make_scorer(spec: Any, device: str = "auto", **kwargs: Any) -> BaseScorer:
         if takes_device:
             kw["device"] = device
         key = (spec, str(device), repr(sorted(kwargs.items())))
-        if key not in _CACHE:
+
+        def build() -> BaseScorer:
             scorer = factory(**kw)
-            if not isinstance(scorer, BaseScorer):
-                scorer = FunctionScorer(scorer, name=spec)
-            _CACHE[key] = scorer
-        return _CACHE[key]
+            return scorer if isinstance(scorer, BaseScorer) else FunctionScorer(scorer, name=spec)
+
+        return _CACHE.get_or_create(key, build)
     if isinstance(spec, Mapping):
         if kwargs:
             raise TypeError(

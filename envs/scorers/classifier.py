@@ -7,18 +7,17 @@ logits helpers and :func:`format_text` here are shared with the reward-model sco
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from aligngym.envs.cache import LRUCache
 from aligngym.envs.scorers.base import BaseScorer
 
-#: (resolved directory, device) -> (model, tokenizer)
-_CLASSIFIERS: dict[tuple[str, str], tuple[Any, Any]] = {}
-_LOCK = threading.Lock()
+#: (resolved directory, device) -> (model, tokenizer); bounded LRU (:func:`aligngym.envs.cache.cache_size`, default 8)
+_CLASSIFIERS: LRUCache[tuple[Any, Any]] = LRUCache("classifiers")
 
 
 def format_text(prompt: str, completion: str) -> str:
@@ -53,25 +52,26 @@ def load_sequence_classifier(model_dir: str | Path, device: str) -> tuple[Any, A
             f"{str(model_dir)!r} is not a local model directory with config.json; aligngym never downloads"
         )
     key = (str(path.resolve()), str(device))
-    with _LOCK:
-        if key not in _CLASSIFIERS:
-            from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-            from aligngym.envs.hf import quiet_transformers
+    def load() -> tuple[Any, Any]:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-            with quiet_transformers():
-                tokenizer = AutoTokenizer.from_pretrained(
-                    str(path), local_files_only=True, trust_remote_code=False
-                )
-                model = AutoModelForSequenceClassification.from_pretrained(
-                    str(path), local_files_only=True, trust_remote_code=False
-                )
-            prepare_classifier(model, tokenizer)
-            model.eval().to(device)
-            for p in model.parameters():
-                p.requires_grad_(False)
-            _CLASSIFIERS[key] = (model, tokenizer)
-        return _CLASSIFIERS[key]
+        from aligngym.envs.hf import quiet_transformers
+
+        with quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(
+                str(path), local_files_only=True, trust_remote_code=False
+            )
+            model = AutoModelForSequenceClassification.from_pretrained(
+                str(path), local_files_only=True, trust_remote_code=False
+            )
+        prepare_classifier(model, tokenizer)
+        model.eval().to(device)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return model, tokenizer
+
+    return _CLASSIFIERS.get_or_create(key, load)
 
 
 def prepare_classifier(model: Any, tokenizer: Any) -> None:

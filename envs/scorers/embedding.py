@@ -6,19 +6,19 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from aligngym.envs.cache import LRUCache
 from aligngym.envs.hf import quiet_transformers  # re-exported: its old home
 from aligngym.envs.scorers.base import BaseScorer
 
-#: (resolved model_dir, resolved device) -> (model, tokenizer); one frozen copy per process
-_ENCODERS: dict[tuple[str, str], tuple[Any, Any]] = {}
-_LOCK = threading.Lock()
+#: (resolved model_dir, resolved device) -> (model, tokenizer); one frozen copy per process, bounded LRU
+#: (:func:`aligngym.envs.cache.cache_size` entries, default 8)
+_ENCODERS: LRUCache[tuple[Any, Any]] = LRUCache("encoders")
 
 
 def load_frozen_encoder(model_dir: str | Path, device: str) -> tuple[Any, Any]:
@@ -34,20 +34,21 @@ def load_frozen_encoder(model_dir: str | Path, device: str) -> tuple[Any, Any]:
             f"encoder directory {str(model_dir)!r} does not exist; expected a local model directory"
         )
     key = (str(path.resolve()), str(device))
-    with _LOCK:
-        if key not in _ENCODERS:
-            from transformers import AutoModel, AutoTokenizer
 
-            with quiet_transformers():
-                tokenizer = AutoTokenizer.from_pretrained(
-                    str(path), local_files_only=True, trust_remote_code=False
-                )
-                model = AutoModel.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
-            model.eval().to(device)
-            for p in model.parameters():
-                p.requires_grad_(False)
-            _ENCODERS[key] = (model, tokenizer)
-        return _ENCODERS[key]
+    def load() -> tuple[Any, Any]:
+        from transformers import AutoModel, AutoTokenizer
+
+        with quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(
+                str(path), local_files_only=True, trust_remote_code=False
+            )
+            model = AutoModel.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
+        model.eval().to(device)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return model, tokenizer
+
+    return _ENCODERS.get_or_create(key, load)
 
 
 class SentenceEncoder:

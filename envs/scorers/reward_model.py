@@ -8,13 +8,13 @@ embedding head: a small MLP (``head.safetensors``) over frozen MiniLM sentence e
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from aligngym.envs.cache import LRUCache
 from aligngym.envs.scorers.base import BaseScorer
 from aligngym.envs.scorers.classifier import classifier_logits, format_text, load_sequence_classifier
 
@@ -27,8 +27,8 @@ KIND_HEAD = "embedding_head"
 HEAD_FEATURES = ("joint", "completion", "prompt_x_completion", "cosine")
 #: directory (inside ``aligngym.envs.data``) of the shipped reward model the ``preference_rm`` scorer loads
 SHIPPED_REWARD_MODEL = "reward_model"
-_MODELS: dict[tuple[str, str], RewardModel] = {}
-_LOCK = threading.Lock()
+#: (resolved directory, device) -> reward model; bounded LRU (:func:`aligngym.envs.cache.cache_size`, default 8)
+_MODELS: LRUCache[RewardModel] = LRUCache("reward models")
 
 
 def head_input_dim(dim: int, features: Sequence[str]) -> int:
@@ -193,9 +193,9 @@ def load_reward_model(model_dir: str | Path, device: str = "auto", batch_size: i
     dev = resolve_device(device)
     meta = read_reward_config(path)
     key = (str(path.resolve()), dev)
-    with _LOCK:
-        if key in _MODELS:
-            return _MODELS[key]
+    cached = _MODELS.get(key)
+    if cached is not None:
+        return cached
     if meta["kind"] == KIND_HEAD:
         from safetensors.torch import load_file
 
@@ -211,8 +211,7 @@ def load_reward_model(model_dir: str | Path, device: str = "auto", batch_size: i
     else:
         model, tokenizer = load_sequence_classifier(path, dev)
         rm = ClassifierRewardModel(model, tokenizer, meta, dev, batch_size)
-    with _LOCK:
-        return _MODELS.setdefault(key, rm)
+    return _MODELS.setdefault(key, rm)
 
 
 def shipped_reward_model_dir() -> Path:
