@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -17,6 +18,10 @@ import numpy as np
 from aligngym.envs.scorers.base import BaseScorer
 
 MODES = ("rate", "choose")
+#: defaults of the history and pair-writing bounds (see :class:`HumanFeedbackScorer`)
+MAX_PROMPTS = 1000
+MAX_RATINGS_PER_PROMPT = 32
+MAX_PAIRS_PER_RATING = 8
 
 
 class HumanFeedbackError(RuntimeError):
@@ -31,14 +36,24 @@ class HumanFeedbackScorer(BaseScorer):
         (or ``=`` for a tie); the chosen one scores 1, the other 0, a tie 0.5 each. A completion left without a
         partner (an odd one out, or a prompt that appears once in the batch) is rated instead.
     :param out_file: preference JSONL to append to (columns ``prompt``, ``chosen``, ``rejected``, ``category``,
-        ``split``); ``None``: keep no record. In ``rate`` mode, every two completions of a prompt (this batch or an
-        earlier one) with different ratings make a pair; ties make none.
+        ``split``); ``None``: keep no record. In ``rate`` mode, a new rating is paired with each of the
+        ``max_pairs_per_rating`` most recent earlier ratings of its prompt (this batch or an earlier one) that differ
+        from it and are of another completion (oldest of those first); ties make none.
     :param low: lowest rating (``rate`` mode).
     :param high: highest rating.
     :param max_retries: invalid answers accepted per question before :class:`HumanFeedbackError`.
     :param stdin: stream to read answers from (default ``sys.stdin``).
     :param stdout: stream to write questions to (default ``sys.stdout``).
     :param split: the ``split`` written to the JSONL rows.
+    :param max_prompts: prompts remembered in :attr:`history` (rate mode); past it the least recently rated prompt
+        is forgotten (default 1000).
+    :param max_ratings_per_prompt: ratings remembered per prompt; past it the oldest is forgotten (default 32).
+    :param max_pairs_per_rating: a new rating is paired with at most this many recent ratings of its prompt
+        (default 8), so the rows written grow linearly with the number of ratings.
+    :param max_pairs_written: stop appending rows after this many (``None``: no limit); scoring goes on and
+        :attr:`pairs_dropped` counts the rows not written.
+
+    Memory is bounded by ``max_prompts * max_ratings_per_prompt`` remembered ratings whatever the run's length.
     """
 
     name = "human"
@@ -53,6 +68,10 @@ class HumanFeedbackScorer(BaseScorer):
         stdin: TextIO | None = None,
         stdout: TextIO | None = None,
         split: str = "train",
+        max_prompts: int = MAX_PROMPTS,
+        max_ratings_per_prompt: int = MAX_RATINGS_PER_PROMPT,
+        max_pairs_per_rating: int = MAX_PAIRS_PER_RATING,
+        max_pairs_written: int | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -60,6 +79,17 @@ class HumanFeedbackScorer(BaseScorer):
             raise ValueError(f"ratings need integers low < high, got low={low!r}, high={high!r}")
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        for key, value in (
+            ("max_prompts", max_prompts),
+            ("max_ratings_per_prompt", max_ratings_per_prompt),
+            ("max_pairs_per_rating", max_pairs_per_rating),
+            ("max_pairs_written", max_pairs_written),
+        ):
+            if value is None and key == "max_pairs_written":
+                continue
+            least = 0 if key in ("max_pairs_per_rating", "max_pairs_written") else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"{key} must be an integer >= {least}, got {value!r}")
         self.mode = mode
         self.out_file = Path(out_file) if out_file is not None else None
         self.low, self.high = low, high
@@ -67,9 +97,15 @@ class HumanFeedbackScorer(BaseScorer):
         self.stdin = stdin
         self.stdout = stdout
         self.split = split
-        #: prompt -> [(completion, rating)] judged so far (rate mode), to pair new ratings with earlier ones
-        self.history: dict[str, list[tuple[str, int]]] = {}
+        self.max_prompts = max_prompts
+        self.max_ratings_per_prompt = max_ratings_per_prompt
+        self.max_pairs_per_rating = max_pairs_per_rating
+        self.max_pairs_written = max_pairs_written
+        #: prompt -> [(completion, rating)] judged so far (rate mode, oldest first), to pair new ratings with
+        #: earlier ones; least recently rated prompt first, bounded as documented above
+        self.history: OrderedDict[str, list[tuple[str, int]]] = OrderedDict()
         self.pairs_written = 0
+        self.pairs_dropped = 0
 
     # -- terminal I/O --------------------------------------------------------------------------------------------
     def _out(self) -> TextIO:
@@ -112,6 +148,12 @@ class HumanFeedbackScorer(BaseScorer):
     def _write(self, rows: list[dict[str, Any]]) -> None:
         if self.out_file is None or not rows:
             return
+        if self.max_pairs_written is not None:
+            room = max(self.max_pairs_written - self.pairs_written, 0)
+            self.pairs_dropped += max(len(rows) - room, 0)
+            rows = rows[:room]
+            if not rows:
+                return
         self.out_file.parent.mkdir(parents=True, exist_ok=True)
         with open(self.out_file, "a", encoding="utf-8") as fh:
             for row in rows:
@@ -128,13 +170,19 @@ class HumanFeedbackScorer(BaseScorer):
         }
 
     def _rated(self, prompt: str, completion: str, rating: int) -> list[dict[str, Any]]:
+        """Remember a rating; the pair rows it makes with the recent earlier ratings of its prompt."""
         earlier = self.history.setdefault(prompt, [])
+        self.history.move_to_end(prompt)
+        while len(self.history) > self.max_prompts:
+            self.history.popitem(last=False)
+        partners = [(o, r) for o, r in earlier if r != rating and o != completion]
+        partners = partners[-self.max_pairs_per_rating :] if self.max_pairs_per_rating else []
         rows = []
-        for other, r in earlier:
-            if r != rating and other != completion:
-                better, worse = (completion, other) if rating > r else (other, completion)
-                rows.append(self._pair(prompt, better, worse, "human_rating"))
+        for other, r in partners:
+            better, worse = (completion, other) if rating > r else (other, completion)
+            rows.append(self._pair(prompt, better, worse, "human_rating"))
         earlier.append((completion, rating))
+        del earlier[: max(len(earlier) - self.max_ratings_per_prompt, 0)]
         return rows
 
     # -- scoring ----------------------------------------------------------------------------------------------------
