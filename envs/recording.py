@@ -1,6 +1,6 @@
-"""Episode recording and offline datasets: :class:`RecordEpisodes` writes whole episodes of any agent to JSONL or
-Parquet; :func:`load_episodes` reads them back, :func:`episodes_to_sft_pairs` turns them into SFT pairs and
-:func:`episodes_to_transitions` into offline-RL transitions (observations rebuilt exactly from the token ids).
+"""Episode recording and offline datasets: :class:`RecordEpisodes` writes whole episodes of any agent (single-turn or
+multi-turn) to JSONL or Parquet; :func:`load_episodes` reads them back, :func:`episodes_to_sft_pairs` turns them into
+SFT pairs and :func:`episodes_to_transitions` into offline-RL transitions (observations rebuilt exactly from the ids).
 """
 
 from __future__ import annotations
@@ -43,6 +43,14 @@ class RecordEpisodes(gym.Wrapper, gym.utils.RecordConstructorArgs):
     ``pad_id``: enough to rebuild every observation, see :func:`episodes_to_transitions`). An episode still running
     at ``close()`` is not written.
 
+    Multi-turn envs (``aligngym/Dialogue-*``, ``aligngym/Guess-*``): the record also has ``multi_turn=True``,
+    ``transcript`` (``[{"role", "text", "ids"}]``, the ids exactly as in the observation), ``turn_scores`` (one per
+    assistant turn), ``turns``, ``success`` and ``history_ids`` (the whole token history, untruncated); ``prompt`` is
+    the opening, ``prompt_ids`` the first observation's ids (``user_sep + opening + assistant_sep``),
+    ``completion_ids`` the assistant's ids of every turn in order and ``completion`` the env's joined turn texts.
+    ``layout`` has ``max_prompt_tokens=None`` plus the template's ``user_sep`` / ``assistant_sep`` ids. An episode
+    cut by an outer ``TimeLimit`` mid-conversation has ``transcript=None`` (the env never reported one).
+
     :param env: an aligngym env (wrap it before observation wrappers, or after: only infos are read).
     :param path: ``*.jsonl`` (appended to, line by line, flushed after every episode) or ``*.parquet`` (needs
         ``pyarrow``; episodes are kept in memory and the file is rewritten by :meth:`flush` and ``close()``).
@@ -83,6 +91,8 @@ class RecordEpisodes(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.flush_every = int(flush_every)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._rt = runtime_of(env, required_by="RecordEpisodes")
+        #: dialogue runtimes have no fixed prompt slot: the history grows from position 0
+        self.multi_turn = getattr(self._rt, "max_prompt_tokens", 0) is None
         spec = getattr(env, "spec", None)
         self.env_id = getattr(spec, "id", None)
         self._current: dict[str, Any] | None = None
@@ -106,15 +116,21 @@ class RecordEpisodes(gym.Wrapper, gym.utils.RecordConstructorArgs):
             "rewards": [],
             "ref_logprobs": [],
         }
+        if self.multi_turn:
+            self._current["turn_scores"] = []
         return obs, info
 
     def _prompt_ids(self, obs: Any, info: dict[str, Any]) -> list[int]:
         """The prompt's token ids as the env placed them (from the observation, or rebuilt from the prompt set)."""
         rt = self._rt
         p = rt.max_prompt_tokens
-        if isinstance(obs, dict) and "input_ids" in obs:
+        if (
+            isinstance(obs, dict) and "input_ids" in obs
+        ):  # (p is None for a dialogue: the whole first observation)
             seen = np.asarray(obs["input_ids"])[:p][np.asarray(obs["attention_mask"])[:p] > 0]
             return [int(t) for t in seen]
+        if self.multi_turn:  # under an observation wrapper: rebuilt from the transcript at the episode's end
+            return []
         index = info.get("prompt_index", -1)
         if index is not None and index >= 0:
             return [int(t) for t in rt.prompt_ids[index]]
@@ -130,13 +146,18 @@ class RecordEpisodes(gym.Wrapper, gym.utils.RecordConstructorArgs):
             ep["rewards"].append(float(reward))
             if "ref_logprob" in info:
                 ep["ref_logprobs"].append(float(info["ref_logprob"]))
+            if self.multi_turn and "turn_score" in info:
+                ep["turn_scores"].append(float(info["turn_score"]))
             if terminated or truncated:
                 self._end(ep, info, bool(terminated), bool(truncated))
         return obs, reward, terminated, truncated, info
 
     def _end(self, ep: dict[str, Any], info: dict[str, Any], terminated: bool, truncated: bool) -> None:
         rt = self._rt
-        if "completion_ids" in info:
+        if self.multi_turn:
+            self._end_dialogue(ep, info)
+            completion_ids, completion = ep["completion_ids"], ep["completion"]
+        elif "completion_ids" in info:
             completion_ids = [int(t) for t in info["completion_ids"]]
             completion = info.get("completion")
         else:  # cut by an outer TimeLimit before the env finished: the tokens so far
@@ -157,17 +178,53 @@ class RecordEpisodes(gym.Wrapper, gym.utils.RecordConstructorArgs):
                 "truncated": truncated,
                 "return": float(np.sum(ep["rewards"])),
                 "length": len(ep["rewards"]),
-                "layout": {
-                    "max_prompt_tokens": int(rt.max_prompt_tokens),
-                    "seq_len": int(rt.seq_len),
-                    "pad_id": int(rt.tokenizer.pad_id),
-                },
+                "layout": self._layout(),
             }
         )
         if not ep["ref_logprobs"]:
             ep["ref_logprobs"] = None
         self._current = None
         self._write(_jsonable(ep))
+
+    def _layout(self) -> dict[str, Any]:
+        rt = self._rt
+        layout: dict[str, Any] = {
+            "max_prompt_tokens": None if self.multi_turn else int(rt.max_prompt_tokens),
+            "seq_len": int(rt.seq_len),
+            "pad_id": int(rt.tokenizer.pad_id),
+        }
+        if self.multi_turn:
+            layout["user_sep"] = [int(t) for t in rt.user_sep]
+            layout["assistant_sep"] = [int(t) for t in rt.assistant_sep]
+        return layout
+
+    def _end_dialogue(self, ep: dict[str, Any], info: dict[str, Any]) -> None:
+        """The multi-turn fields: transcript, per-turn scores, the whole history (see the class docstring)."""
+        rt = self._rt
+        ep["multi_turn"] = True
+        ep["prompt"] = info.get("prompt", ep["prompt"])
+        ep["prompt_index"] = info.get("prompt_index", ep["prompt_index"])
+        ep["turns"] = info.get("turn")
+        ep["success"] = info.get("success")
+        transcript = info.get("transcript")
+        if transcript is None:  # cut by an outer TimeLimit mid-conversation: the agent's tokens so far
+            flat = [a for step in ep["actions"] for a in (step if isinstance(step, list) else [step])]
+            ep["transcript"] = ep["history_ids"] = None
+            ep["completion_ids"] = [int(t) for t in rt.tokens_of(np.asarray(flat, dtype=np.int64))]
+            ep["completion"] = rt.tokenizer.decode(ep["completion_ids"])
+            return
+        turns = [
+            {"role": str(t["role"]), "text": str(t["text"]), "ids": [int(i) for i in t["ids"]]}
+            for t in transcript
+        ]
+        layout = self._layout()
+        ep["transcript"] = turns
+        ep["turn_scores"] = [float(x) for x in info.get("turn_scores", ep["turn_scores"])]
+        ep["prompt_ids"] = layout["user_sep"] + turns[0]["ids"] + layout["assistant_sep"]
+        history = _dialogue_history(turns, layout)
+        ep["history_ids"] = history[-1][2] if history else ep["prompt_ids"]
+        ep["completion_ids"] = [i for t in turns if t["role"] == "assistant" for i in t["ids"]]
+        ep["completion"] = info.get("completion")
 
     def _write(self, record: dict[str, Any]) -> None:
         self.episodes_written += 1
@@ -238,7 +295,17 @@ def episodes_to_sft_pairs(
     :param min_score: keep episodes scoring at least this.
     :param top_fraction: keep this best fraction (0, 1] of the episodes left (rejection sampling / filtered BC).
     :param best_per_prompt: keep only the best-scoring episode of each prompt.
+    :raises ValueError: for a multi-turn episode: one (prompt, completion) text pair would drop the user's replies
+        and re-tokenize the turns; train on its ``transcript`` ids or :func:`episodes_to_transitions` instead.
     """
+    episodes = list(episodes)
+    for i, e in enumerate(episodes):
+        if e.get("multi_turn"):
+            raise ValueError(
+                f"episode {i} ({e.get('env_id')}) is a multi-turn conversation: a (prompt, completion) text pair "
+                "would drop the user's replies and re-tokenize the agent's turns; use its 'transcript' / "
+                "'history_ids' (exact ids) or episodes_to_transitions"
+            )
     eps = [e for e in episodes if e.get("completion") is not None]
     if min_score is not None:
         eps = [e for e in eps if e.get("score") is not None and e["score"] >= min_score]
@@ -254,7 +321,7 @@ def episodes_to_sft_pairs(
 
 
 def _layout_obs(
-    prompt_ids: Sequence[int], completion: Sequence[int], layout: dict[str, int]
+    prompt_ids: Sequence[int], completion: Sequence[int], layout: dict[str, Any]
 ) -> tuple[np.ndarray, np.ndarray]:
     p, seq_len, pad = layout["max_prompt_tokens"], layout["seq_len"], layout["pad_id"]
     ids = np.full(seq_len, pad, dtype=np.int64)
@@ -266,16 +333,76 @@ def _layout_obs(
     return ids, mask
 
 
+def _dialogue_history(
+    turns: Sequence[dict[str, Any]], layout: dict[str, Any]
+) -> list[tuple[list[int], list[int], list[int]]]:
+    """``(history before, the turn's ids, history after)`` per assistant turn of a transcript (the env's own rule).
+
+    The history starts ``user_sep + opening + assistant_sep``; a turn appends its ids; a user reply appends
+    ``user_sep + reply`` and, when the conversation goes on, ``assistant_sep``.
+    """
+    user_sep, assistant_sep = list(layout["user_sep"]), list(layout["assistant_sep"])
+    hist = user_sep + list(turns[0]["ids"]) + assistant_sep
+    out = []
+    rest = turns[1:]
+    for i, entry in enumerate(rest):
+        if entry["role"] != "assistant":
+            continue
+        end = hist + list(entry["ids"])
+        if i + 1 < len(rest) and rest[i + 1]["role"] == "user":
+            end += user_sep + list(rest[i + 1]["ids"]) + (assistant_sep if i + 2 < len(rest) else [])
+        out.append((hist, list(entry["ids"]), end))
+        hist = end
+    return out
+
+
+def _dialogue_obs(history: Sequence[int], layout: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """A dialogue observation: the history's last ``seq_len`` ids from position 0, then padding."""
+    seq_len = layout["seq_len"]
+    visible = list(history)[-seq_len:]
+    ids = np.full(seq_len, layout["pad_id"], dtype=np.int64)
+    mask = np.zeros(seq_len, dtype=np.int64)
+    ids[: len(visible)] = visible
+    mask[: len(visible)] = 1
+    return ids, mask
+
+
+def _dialogue_steps(
+    ep: dict[str, Any], e_idx: int, layout: dict[str, Any], sequence: bool
+) -> list[tuple[list[int], list[int]]]:
+    """(history before, history after) of every step of a recorded multi-turn episode."""
+    if ep.get("transcript") is None:
+        raise ValueError(
+            f"episode {e_idx} was cut (e.g. by a TimeLimit) before the env reported its transcript: its "
+            "multi-turn observations cannot be rebuilt; drop it or let the env end the conversation"
+        )
+    steps = []
+    for hist, turn_ids, end in _dialogue_history(ep["transcript"], layout):
+        if sequence:
+            steps.append((hist, end))
+            continue
+        for j in range(len(turn_ids)):
+            after = hist + turn_ids[: j + 1] if j < len(turn_ids) - 1 else end
+            steps.append((hist + turn_ids[:j], after))
+    if len(steps) != len(ep["actions"]):
+        raise ValueError(
+            f"episode {e_idx}: {len(ep['actions'])} actions but its transcript gives {len(steps)} steps"
+        )
+    return steps
+
+
 def episodes_to_transitions(episodes: Iterable[dict[str, Any]]) -> dict[str, np.ndarray]:
     """Offline-RL transitions (D4RL-style arrays) rebuilt from recorded episodes of one env.
 
-    Token envs give one transition per token, sequence envs one per episode. Observations are rebuilt exactly from
-    ``prompt_ids``, ``completion_ids`` and ``layout``.
+    Token envs give one transition per token, sequence envs one per episode (multi-turn sequence envs: one per
+    turn). Observations are rebuilt exactly from ``prompt_ids``, ``completion_ids`` and ``layout``; multi-turn ones
+    from the ``transcript`` and the template ids in ``layout`` (the history's last ``seq_len`` ids, as the env shows).
 
     :return: ``observations.input_ids`` / ``observations.attention_mask`` and ``next_observations.*`` int64 (N, L),
         ``actions`` int64 (N,) or (N, T), ``rewards`` float32 (N,), ``terminals`` and ``timeouts`` bool (N,),
         ``episode_index`` int64 (N,).
-    :raises ValueError: if episodes come from envs with different layouts or an episode is inconsistent.
+    :raises ValueError: if episodes come from envs with different layouts, an episode is inconsistent, or a
+        multi-turn episode was cut before the env reported its transcript.
     """
     cols: dict[str, list[Any]] = {
         k: []
@@ -291,7 +418,7 @@ def episodes_to_transitions(episodes: Iterable[dict[str, Any]]) -> dict[str, np.
             "episode",
         )
     }
-    layout: dict[str, int] | None = None
+    layout: dict[str, Any] | None = None
     for e_idx, ep in enumerate(episodes):
         if layout is None:
             layout = ep["layout"]
@@ -302,13 +429,19 @@ def episodes_to_transitions(episodes: Iterable[dict[str, Any]]) -> dict[str, np.
         actions, rewards, comp = ep["actions"], ep["rewards"], ep["completion_ids"]
         sequence = bool(actions) and isinstance(actions[0], list)
         n = len(actions)
-        if not sequence and len(comp) != n:
+        multi = layout.get("max_prompt_tokens") is None
+        steps = _dialogue_steps(ep, e_idx, layout, sequence) if multi else []
+        if not multi and not sequence and len(comp) != n:
             raise ValueError(f"episode {e_idx}: {n} token actions but {len(comp)} completion ids")
         for t in range(n):
-            before = [] if sequence else comp[:t]
-            after = comp if sequence else comp[: t + 1]
-            ids, mask = _layout_obs(ep["prompt_ids"], before, layout)
-            nids, nmask = _layout_obs(ep["prompt_ids"], after, layout)
+            if multi:
+                ids, mask = _dialogue_obs(steps[t][0], layout)
+                nids, nmask = _dialogue_obs(steps[t][1], layout)
+            else:
+                before = [] if sequence else comp[:t]
+                after = comp if sequence else comp[: t + 1]
+                ids, mask = _layout_obs(ep["prompt_ids"], before, layout)
+                nids, nmask = _layout_obs(ep["prompt_ids"], after, layout)
             last = t == n - 1
             cols["ids"].append(ids)
             cols["mask"].append(mask)

@@ -167,3 +167,113 @@ def test_bad_paths_and_lines_raise(tmp_path: Path) -> None:
     bad.write_text('{"prompt": "a"}\nnot json\n')
     with pytest.raises(ValueError, match="bad.jsonl:2"):
         load_episodes(bad)
+
+
+# -- multi-turn envs ------------------------------------------------------------------------------------------------
+MULTI_TURN = {
+    "aligngym/Guess-Token-v0": {},
+    "aligngym/Guess-Sequence-v0": {},
+    # a cheap turn scorer keeps the test light; the default (preference_rm) is recorded the same way
+    "aligngym/Dialogue-Token-v0": {"turn_scorer": "length", "max_turn_tokens": 6},
+    "aligngym/Dialogue-Sequence-v0": {"turn_scorer": "length", "max_turn_tokens": 6},
+}
+
+
+def visible(obs: dict[str, np.ndarray]) -> list[int]:
+    return [int(t) for t in obs["input_ids"][obs["attention_mask"] > 0]]
+
+
+@pytest.mark.parametrize("env_id", list(MULTI_TURN))
+def test_multi_turn_episodes_record_transcript_turn_scores_and_exact_transitions(
+    env_id: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "dialogue.jsonl"
+    env = RecordEpisodes(gym.make(env_id, **MULTI_TURN[env_id]), path)
+    seen = play(env, 3)
+    env.close()
+    loaded = load_episodes(path)
+    assert len(loaded) == 3
+    for rec, ep in zip(loaded, seen):
+        info = ep["info"]
+        assert rec["multi_turn"] and rec["env_id"] == env_id
+        assert rec["transcript"] == [
+            {"role": t["role"], "text": t["text"], "ids": list(t["ids"])} for t in info["transcript"]
+        ]
+        assert rec["turn_scores"] == pytest.approx(list(info["turn_scores"]))
+        assert len(rec["turn_scores"]) == rec["turns"] == info["turn"]
+        assert rec["score"] == pytest.approx(info["score"]) and rec["finish_reason"] == info["finish_reason"]
+        assert rec["success"] == info["success"] and rec["gold_score"] is None
+        assert rec["prompt"] == info["prompt"] and rec["completion"] == info["completion"]
+        assert rec["prompt_ids"] == visible(ep["obs"][0])
+        assert rec["history_ids"] == visible(ep["obs"][-1])
+        assert rec["completion_ids"] == [
+            i for t in info["transcript"] if t["role"] == "assistant" for i in t["ids"]
+        ]
+        assert rec["rewards"] == pytest.approx(ep["rewards"]) and rec["length"] == len(ep["actions"])
+        assert rec["layout"]["max_prompt_tokens"] is None and rec["layout"]["user_sep"]
+    data = episodes_to_transitions(loaded)
+    obs = [o for ep in seen for o in ep["obs"][:-1]]
+    nxt = [o for ep in seen for o in ep["obs"][1:]]
+    for key in ("input_ids", "attention_mask"):
+        np.testing.assert_array_equal(data[f"observations.{key}"], np.stack([o[key] for o in obs]))
+        np.testing.assert_array_equal(data[f"next_observations.{key}"], np.stack([o[key] for o in nxt]))
+    np.testing.assert_allclose(data["rewards"], [r for ep in seen for r in ep["rewards"]])
+    assert data["terminals"].sum() == 3
+
+
+def test_multi_turn_transitions_are_exact_when_the_history_is_left_truncated(tmp_path: Path) -> None:
+    path = tmp_path / "trunc.jsonl"
+    make = {"turn_scorer": "length", "max_turn_tokens": 8, "max_context_tokens": 40, "max_turns": 4}
+    env = RecordEpisodes(gym.make("aligngym/Dialogue-Token-v0", context_overflow="truncate", **make), path)
+    seen = play(env, 2)
+    env.close()
+    loaded = load_episodes(path)
+    assert any(len(r["history_ids"]) > 40 for r in loaded)  # the window really slid
+    data = episodes_to_transitions(loaded)
+    obs = [o for ep in seen for o in ep["obs"][:-1]]
+    np.testing.assert_array_equal(data["observations.input_ids"], np.stack([o["input_ids"] for o in obs]))
+    nxt = [o for ep in seen for o in ep["obs"][1:]]
+    np.testing.assert_array_equal(
+        data["next_observations.input_ids"], np.stack([o["input_ids"] for o in nxt])
+    )
+
+
+def test_multi_turn_sft_pairs_raise_naming_why(tmp_path: Path) -> None:
+    env = RecordEpisodes(gym.make("aligngym/Guess-Token-v0"), tmp_path / "g.jsonl")
+    play(env, 1)
+    env.close()
+    with pytest.raises(ValueError, match="multi-turn conversation.*drop the user's replies"):
+        episodes_to_sft_pairs(load_episodes(tmp_path / "g.jsonl"))
+
+
+def test_multi_turn_episode_cut_by_a_time_limit(tmp_path: Path) -> None:
+    env = RecordEpisodes(
+        TimeLimit(gym.make("aligngym/Dialogue-Token-v0", **MULTI_TURN["aligngym/Dialogue-Token-v0"]), 3),
+        tmp_path / "cut.jsonl",
+    )
+    env.reset(seed=0)
+    done = False
+    while not done:
+        _, _, terminated, truncated, _ = env.step(5)
+        done = terminated or truncated
+    env.close()
+    [rec] = load_episodes(tmp_path / "cut.jsonl")
+    assert rec["truncated"] and rec["transcript"] is None and len(rec["completion_ids"]) == 3
+    assert rec["prompt_ids"] and rec["finish_reason"] == "truncated"
+    with pytest.raises(ValueError, match="episode 0 was cut"):
+        episodes_to_transitions([rec])
+
+
+def test_multi_turn_episodes_round_trip_through_parquet(tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    env = RecordEpisodes(gym.make("aligngym/Guess-Sequence-v0"), tmp_path / "g.parquet")
+    seen = play(env, 2)
+    env.close()
+    loaded = load_episodes(tmp_path / "g.parquet")
+    assert [r["transcript"][0]["ids"] for r in loaded] == [
+        list(ep["info"]["transcript"][0]["ids"]) for ep in seen
+    ]
+    data = episodes_to_transitions(loaded)
+    np.testing.assert_array_equal(
+        data["next_observations.input_ids"], np.stack([o["input_ids"] for ep in seen for o in ep["obs"][1:]])
+    )
