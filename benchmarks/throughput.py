@@ -23,6 +23,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from aligngym.benchmarks.throughput_agents import AGENT_TARGETS, bench_agents
 from aligngym.benchmarks.throughput_lm import (  # re-exported: the old home of the rollout benchmark
     EchoEnv,
     RolloutTimes,
@@ -33,6 +34,9 @@ from aligngym.benchmarks.throughput_lm import (  # re-exported: the old home of 
     rollout_policy,
     tiny_gpt2,
 )
+from aligngym.benchmarks.throughput_ref import REF_TARGETS, bench_reference
+from aligngym.benchmarks.throughput_report import format_markdown
+from aligngym.benchmarks.throughput_scorers import bench_scorers
 from aligngym.benchmarks.timing import (
     CLOCKS,
     Sample,
@@ -43,9 +47,21 @@ from aligngym.benchmarks.timing import (
 )
 
 DEFAULT_ENV = "aligngym/Sentiment-Token-v0"
-#: the targets of the throughput issue: (a) native >= 5x Sync at 64 envs with a trivial scorer, (b) env-API rollout
-#: >= 1.0x generate tokens/s, (c) env step <= 10 % of a policy step at batch 64
-TARGETS = {"a_native_vs_sync": 5.0, "b_rollout_vs_generate": 1.0, "c_env_overhead": 0.10}
+#: the parts: (a) env steps/s, (b) rollout tokens/s, (c) env overhead, (d) reference term, (e) agent updates,
+#: (f) scorer throughput
+PARTS = ("a", "b", "c", "d", "e", "f")
+#: the targets (issue 18): (a) native >= 10x Sync at 64 envs with a trivial scorer, (b) env-API rollout >= 1.0x
+#: generate tokens/s, (c) env step <= 10 % of a policy step at batch 64, (d) reference term flat in the context and
+#: close to a KV-cached forward, (e) our GRPO update >= 4x TRL's GRPOTrainer completions/s
+TARGETS = {
+    "a_native_vs_sync": 10.0,
+    "b_rollout_vs_generate": 1.0,
+    "c_env_overhead": 0.10,
+    **REF_TARGETS,
+    **AGENT_TARGETS,
+}
+#: targets met from below (a cost ratio), the others from above
+LOWER_IS_BETTER = ("c_env_overhead", "d_ref_flat", "d_ref_vs_kv_forward")
 
 
 # -- (a) env steps/s ------------------------------------------------------------------------------------------------
@@ -105,7 +121,11 @@ def bench_env_steps(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Env steps/s of each vector env kind on the same task, scorer, actions and seeds (NEXT_STEP autoreset)."""
-    kwargs = {"scorer": scorer, "max_new_tokens": max_new_tokens}
+    kwargs = {
+        "scorer": scorer,
+        "max_new_tokens": max_new_tokens,
+        "gold": False,
+    }  # the scorer alone: no gold judge
     envs = {kind: build_vector_env(kind, env_id, num_envs, context=context, **kwargs) for kind in kinds}
     try:
         n_actions = int(next(iter(envs.values())).single_action_space.n)
@@ -156,8 +176,16 @@ def run_throughput(
     context: str = "forkserver",
     clock: str | None = None,
     progress: Callable[[str], None] | None = None,
+    parts: Sequence[str] = PARTS,
+    ref_batch: int = 64,
+    ref_lengths: Sequence[int] = (8, 32),
+    agent_prompts: int = 4,
+    agent_generations: int = 8,
+    agent_tokens: int = 16,
+    with_trl: bool = True,
+    scorer_batch: int = 64,
 ) -> dict[str, Any]:
-    """Measure (a) env steps/s, (b) rollout tokens/s and (c) env overhead; returns the JSON-ready result.
+    """Measure the parts (a)-(f) (see :data:`PARTS`); returns the JSON-ready result.
 
     :param env_id: a token-level env id.
     :param num_envs: rows for native vs Sync (target (a)).
@@ -177,6 +205,14 @@ def run_throughput(
     :param clock: clock of the target verdicts: ``"cpu"`` (process CPU time; the default on CPU, robust to other
         load on a shared machine) or ``"wall"`` (the default with CUDA). Both clocks are always reported; Async is
         compared on wall time only (its work runs in other processes).
+    :param parts: which of (a)-(f) to run.
+    :param ref_batch: rows of (d), the reference term.
+    :param ref_lengths: completion lengths of (d); the first and last give the flatness ratio.
+    :param agent_prompts: prompts per update in (e).
+    :param agent_generations: completions per prompt in (e).
+    :param agent_tokens: new tokens per completion in (e).
+    :param with_trl: include TRL's GRPOTrainer in (e) when ``trl`` is installed.
+    :param scorer_batch: completions per scorer call in (f).
     """
     import torch
 
@@ -189,9 +225,12 @@ def run_throughput(
         raise ValueError(f"clock must be one of {CLOCKS}, got {clock!r}")
     if threads is not None:
         torch.set_num_threads(int(threads))
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        raise ValueError(f"parts must be among {PARTS}, got {unknown}")
     started = time.perf_counter()
     env_steps = []
-    for scorer in scorers:
+    for scorer in scorers if "a" in parts else ():
         say(f"(a) env steps/s: {scorer}, {num_envs} envs, native vs sync")
         env_steps.append(
             bench_env_steps(
@@ -219,42 +258,59 @@ def run_throughput(
                     context=context,
                 )
             )
-    say(f"(b) rollout tokens/s: batch {rollout_batch}, {rollout_tokens} new tokens, env API vs generate")
-    rollout = bench_rollout(
-        env_id,
-        rollout_batch,
-        rollout_tokens,
-        scorers,
-        reps=reps,
-        device=device,
-        n_layer=n_layer,
-        n_embd=n_embd,
-    )
-    say(f"(c) env overhead: batch {overhead_batch}")
-    overhead = bench_rollout(
-        env_id,
-        overhead_batch,
-        rollout_tokens,
-        scorers,
-        reps=reps,
-        device=device,
-        n_layer=n_layer,
-        n_embd=n_embd,
-        with_generate=False,
-    )
+    rollout = overhead = reference = agents = scorer_rates = None
+    if "b" in parts:
+        say(f"(b) rollout tokens/s: batch {rollout_batch}, {rollout_tokens} new tokens, env API vs generate")
+        rollout = bench_rollout(
+            env_id,
+            rollout_batch,
+            rollout_tokens,
+            scorers,
+            reps=reps,
+            device=device,
+            n_layer=n_layer,
+            n_embd=n_embd,
+        )
+    if "c" in parts:
+        say(f"(c) env overhead: batch {overhead_batch}")
+        overhead = bench_rollout(
+            env_id, overhead_batch, rollout_tokens, scorers, reps=reps, device=device, n_layer=n_layer,
+            n_embd=n_embd, with_generate=False,
+        )  # fmt: skip
+    if "d" in parts:
+        say(f"(d) reference term: batch {ref_batch}, {list(ref_lengths)} new tokens, cached vs uncached")
+        reference = bench_reference(env_id, ref_batch, ref_lengths, reps=reps, device=device)
+    if "e" in parts:
+        say(f"(e) agent updates: {agent_prompts} x {agent_generations} completions, GRPO, PPO, TRL")
+        agents = bench_agents(
+            prompts=agent_prompts, generations=agent_generations, max_new_tokens=agent_tokens, reps=reps,
+            device=device, with_trl=with_trl,
+        )  # fmt: skip
+    if "f" in parts:
+        say(f"(f) scorer throughput: batch {scorer_batch}")
+        scorer_rates = bench_scorers(batch=scorer_batch, reps=reps, device=device)
     trivial = scorers[0]
-    a = next(r for r in env_steps if r["scorer"] == trivial and r["num_envs"] == num_envs)
-    values = {
-        "a_native_vs_sync": a["ratios"][clock]["native_vs_sync"],
-        "b_rollout_vs_generate": rollout["ratios"][clock][f"env_api_{trivial}_vs_generate"],
-        "c_env_overhead": overhead["env_vs_policy_step"][clock][trivial],
-    }
+    values: dict[str, float | None] = {}
+    if env_steps:
+        a = next(r for r in env_steps if r["scorer"] == trivial and r["num_envs"] == num_envs)
+        values["a_native_vs_sync"] = a["ratios"][clock]["native_vs_sync"]
+    if rollout is not None:
+        values["b_rollout_vs_generate"] = rollout["ratios"][clock][f"env_api_{trivial}_vs_generate"]
+    if overhead is not None:
+        values["c_env_overhead"] = overhead["env_vs_policy_step"][clock][trivial]
+    if reference is not None:
+        ratios = reference["ratios"][clock]
+        values["d_ref_flat"] = ratios["cached_flat"]
+        vs_kv = [v for k, v in ratios.items() if k.startswith("cached_vs_kv_forward_")]
+        values["d_ref_vs_kv_forward"] = None if None in vs_kv else max(vs_kv)
+    if agents is not None and agents["ratios"][clock]:
+        values["e_grpo_vs_trl"] = agents["ratios"][clock]["grpo_update_vs_trl"]
     targets = {
         k: {
             "value": v,
             "target": TARGETS[k],
             "clock": clock,
-            "met": v is not None and (v <= TARGETS[k] if k == "c_env_overhead" else v >= TARGETS[k]),
+            "met": v is not None and (v <= TARGETS[k] if k in LOWER_IS_BETTER else v >= TARGETS[k]),
         }
         for k, v in values.items()
     }
@@ -289,108 +345,18 @@ def run_throughput(
             "reps": reps,
             "min_time": min_time,
             "clock": clock,
+            "parts": list(parts),
             "timing": "median of alternating repetitions in one process; wall and process-CPU clocks",
         },
         "env_steps": env_steps,
         "rollout": rollout,
         "overhead": overhead,
+        "reference": reference,
+        "agents": agents,
+        "scorers": scorer_rates,
         "targets": targets,
         "wall_s": time.perf_counter() - started,
     }
-
-
-def _fmt(x: float | None, suffix: str = "") -> str:
-    if x is None:
-        return "-"
-    return f"{x:,.0f}{suffix}" if x >= 100 else f"{x:.2f}{suffix}"
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f} %"
-
-
-def format_markdown(result: dict[str, Any]) -> str:
-    """The result as Markdown tables: medians on the wall clock, with the CPU clock (this process) beside them."""
-    s, m = result["settings"], result["machine"]
-    load = m.get("load_average")
-    lines = [
-        f"Throughput on {m['device']} ({m['device_name'] or m['platform']}, {m['cpu_count']} CPUs"
-        + (f", load average {load[0]:.1f}" if load else "")
-        + f", torch threads {m['torch_threads']}); {s['env_id']}; median of {s['reps']} alternating repetitions; "
-        "rates on the wall clock, (cpu) = on this process's CPU time.",
-        "",
-        *(
-            ["**--quick: tiny sizes, a smoke test; these figures are not measurements.**", ""]
-            if s.get("quick")
-            else []
-        ),
-        f"**(a) env steps/s** (rows x steps per second, NEXT_STEP autoreset, {s['max_new_tokens']} tokens per episode)",
-        "",
-        "| scorer | envs | native | sync | async | native / sync | native / sync (cpu) | native / async |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in result["env_steps"]:
-        wall, ratios = r["steps_per_s"]["wall"], r["ratios"]
-        lines.append(
-            f"| {r['scorer']} | {r['num_envs']} | {_fmt(wall.get('native'))} | {_fmt(wall.get('sync'))} | "
-            f"{_fmt(wall.get('async'))} | {_fmt(ratios['wall'].get('native_vs_sync'), 'x')} | "
-            f"{_fmt(ratios['cpu'].get('native_vs_sync'), 'x')} | {_fmt(ratios['wall'].get('native_vs_async'), 'x')} |"
-        )
-    ro = result["rollout"]
-    lines += [
-        "",
-        f"**(b) rollout tokens/s** (batch {ro['batch']}, {ro['max_new_tokens']} new tokens, GPT-2 "
-        f"n_layer={ro['model']['n_layer']} n_embd={ro['model']['n_embd']} V={ro['model']['vocab_size']}, "
-        "multinomial sampling, EOS suppressed)",
-        "",
-        "| contender | tokens/s | vs generate | vs generate (cpu) | env share (cpu) |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for name, rate in ro["tokens_per_s"]["wall"].items():
-        scorer = name.removeprefix("env_api_")
-        label = {
-            "generate": "`model.generate`",
-            "kv_loop_no_env": "same KV-cache loop, no env (EchoEnv)",
-        }.get(name, f"env API + KV cache ({scorer} scorer)")
-        env_ms, pol_ms = ro["env_step_ms"]["cpu"].get(scorer), ro["policy_step_ms"]["cpu"].get(scorer)
-        share = None if env_ms is None or pol_ms is None else env_ms / (env_ms + pol_ms)
-        lines.append(
-            f"| {label} | {_fmt(rate)} | {_fmt(ro['ratios']['wall'].get(f'{name}_vs_generate'), 'x')} | "
-            f"{_fmt(ro['ratios']['cpu'].get(f'{name}_vs_generate'), 'x')} | {_pct(share)} |"
-        )
-    ov = result["overhead"]
-    lines += [
-        "",
-        f"**(c) env overhead per step at batch {ov['batch']}** (inside an env-API rollout, {ov['max_new_tokens']} "
-        "new tokens, reset and scoring included)",
-        "",
-        "| scorer | env step (ms) | policy step (ms) | env / policy | env / policy (cpu) |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for scorer in ov["env_vs_policy_step"]["wall"]:
-        lines.append(
-            f"| {scorer} | {ov['env_step_ms']['wall'][scorer]:.3f} | {ov['policy_step_ms']['wall'][scorer]:.3f} | "
-            f"{_pct(ov['env_vs_policy_step']['wall'][scorer])} | {_pct(ov['env_vs_policy_step']['cpu'][scorer])} |"
-        )
-    lines += [
-        "",
-        f"**Targets** (on the {s['clock']} clock)",
-        "",
-        "| target | measured | goal | met |",
-        "|---|---:|---:|---|",
-    ]
-    names = {
-        "a_native_vs_sync": f"(a) native / Sync at {s['num_envs']} envs, {s['scorers'][0]} scorer",
-        "b_rollout_vs_generate": f"(b) env-API rollout / generate at batch {ro['batch']}",
-        "c_env_overhead": f"(c) env step / policy step at batch {ov['batch']}",
-    }
-    for key, t in result["targets"].items():
-        if key == "c_env_overhead":
-            measured, goal = _pct(t["value"]), f"<= {100 * t['target']:.0f} %"
-        else:
-            measured, goal = _fmt(t["value"], "x"), f">= {t['target']:.1f}x"
-        lines.append(f"| {names[key]} | {measured} | {goal} | {'yes' if t['met'] else 'no'} |")
-    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -439,6 +405,20 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("forkserver", "spawn"),
         help="AsyncVectorEnv start method",
     )
+    p.add_argument("--parts", default=",".join(PARTS), help="comma list of parts a-f to run (default all)")
+    p.add_argument("--ref-batch", type=int, default=64, help="rows of (d), the reference term (default 64)")
+    p.add_argument("--ref-lengths", default="8,32", help="completion lengths of (d) (default 8,32)")
+    p.add_argument("--agent-prompts", type=int, default=4, help="prompts per update in (e) (default 4)")
+    p.add_argument(
+        "--agent-generations", type=int, default=8, help="completions per prompt in (e) (default 8)"
+    )
+    p.add_argument(
+        "--agent-tokens", type=int, default=16, help="new tokens per completion in (e) (default 16)"
+    )
+    p.add_argument("--no-trl", action="store_true", help="leave TRL's GRPOTrainer out of (e)")
+    p.add_argument(
+        "--scorer-batch", type=int, default=64, help="completions per scorer call in (f) (default 64)"
+    )
     p.add_argument(
         "--quick", action="store_true", help="tiny sizes and 2 repetitions (a smoke test, not a measurement)"
     )
@@ -465,6 +445,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "threads": args.threads or None,
         "context": args.context,
         "clock": args.clock,
+        "parts": [x.strip() for x in args.parts.split(",") if x.strip()],
+        "ref_batch": args.ref_batch,
+        "ref_lengths": [int(x) for x in args.ref_lengths.split(",") if x.strip()],
+        "agent_prompts": args.agent_prompts,
+        "agent_generations": args.agent_generations,
+        "agent_tokens": args.agent_tokens,
+        "with_trl": not args.no_trl,
+        "scorer_batch": args.scorer_batch,
     }
     if args.quick:
         kwargs.update(
@@ -479,6 +467,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             n_embd=32,
             reps=2,
             min_time=0.01,
+            ref_batch=4,
+            ref_lengths=[2, 4],
+            agent_prompts=2,
+            agent_generations=2,
+            agent_tokens=4,
+            scorer_batch=4,
         )
     if not kwargs["scorers"]:
         print("aligngym throughput: --scorers is empty", file=sys.stderr)
@@ -501,6 +495,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 __all__ = [
     "CLOCKS",
     "DEFAULT_ENV",
+    "LOWER_IS_BETTER",
+    "PARTS",
     "TARGETS",
     "EchoEnv",
     "RolloutTimes",

@@ -200,6 +200,7 @@ def bench_rollout(
             vectorization_mode="vector_entry_point",
             autoreset_mode="batch",
             scorer=s,
+            gold=False,  # the scorer alone: no gold judge at episode end
             max_new_tokens=max_new_tokens,
         )
         for s in scorers

@@ -59,7 +59,7 @@ def reference_episode(
 
 
 def kv_forward_episode(
-    reference: Any, obs: dict[str, np.ndarray], prompt_slot: int, tokens: np.ndarray
+    reference: Any, obs: dict[str, np.ndarray], prompt_slot: int, tokens: np.ndarray, rep: int = 0
 ) -> Sample:
     """The yardstick: the same model decoding the same tokens with a plain ``transformers`` KV cache (a prompt
     forward, then one forward of one token per step, next-token log-softmax each time), as ``generate`` runs it.

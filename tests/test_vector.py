@@ -425,7 +425,7 @@ def test_throughput_quick_writes_the_expected_json(tmp_path: Any) -> None:
     from aligngym.benchmarks.throughput import main
 
     out = tmp_path / "throughput.json"
-    assert main(["--quick", "--out", str(out)]) == 0
+    assert main(["--quick", "--parts", "a,b,c", "--out", str(out)]) == 0  # (d)-(f): tests/test_throughput.py
     result = json.loads(out.read_text())
     assert {"machine", "settings", "env_steps", "rollout", "overhead", "targets"} <= set(result)
     assert set(result["env_steps"][-1]["steps_per_s"]["wall"]) == {"native", "sync", "async"}
