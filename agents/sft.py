@@ -321,19 +321,28 @@ class SFTTrainer:
         return out
 
 
+def _joined(prompt: str, completion: str) -> str:
+    """The completion as the policy would write it after ``prompt``: with a leading space when neither side has one
+    (the env's completions continue the prompt text, so a demonstration without it teaches a different token)."""
+    if completion and not completion[0].isspace() and prompt and not prompt[-1].isspace():
+        return " " + completion
+    return completion
+
+
 def demonstrations(runtime: Any) -> list[tuple[str, str]]:
     """The good examples of an env's prompt rows as (prompt, completion) pairs, for supervised fine-tuning.
 
     Rows with a ``reference`` column (Keywords, Similarity) give (prompt, reference); the Preference task gives the
     chosen answers of the shipped preference pairs of the same split (``preference_pairs.jsonl``; a pair's prompt is
-    its own, not one of the env's prompts). Only the env's split is read: a train env never sees test rows.
+    its own, not one of the env's prompts). Only the env's split is read: a train env never sees test rows. A
+    completion gets a leading space when the prompt does not end with one (as the policy continues the prompt).
 
     :param runtime: the env's ``TaskRuntime``.
     :raises ValueError: when the task has no demonstrations (Sentiment ships prompts only).
     """
     rows = runtime.rows
     if rows and all(isinstance(r.get("reference"), str) and r["reference"] for r in rows):
-        return [(r["prompt"], r["reference"]) for r in rows]
+        return [(r["prompt"], _joined(r["prompt"], r["reference"])) for r in rows]
     if runtime.task.name == "Preference":
         import json
 
@@ -346,7 +355,7 @@ def demonstrations(runtime: Any) -> list[tuple[str, str]]:
                 if line.strip():
                     row = json.loads(line)
                     if row.get("split") in splits:
-                        pairs[(row["prompt"], row["chosen"])] = None
+                        pairs[(row["prompt"], _joined(row["prompt"], row["chosen"]))] = None
         if pairs:
             return list(pairs)
     raise ValueError(

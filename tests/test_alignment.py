@@ -14,7 +14,8 @@ import aligngym.envs  # noqa: F401  (registers the ids)
 from aligngym.agents.grpo import GRPOAgent, GRPOConfig
 from aligngym.agents.ppo import PPOAgent, PPOConfig
 from aligngym.agents.sft import SFTAgent, SFTAgentConfig, demonstrations
-from aligngym.benchmarks.agents import get_agent_spec
+from aligngym.benchmarks.agents import get_agent_spec, make_agent
+from aligngym.benchmarks.run import EpisodeInfoRecorder, evaluate_point
 from aligngym.envs.core import runtime_of
 from aligngym.envs.data import data_path
 
@@ -40,15 +41,12 @@ def test_demonstrations_are_the_train_split_good_examples():
     train = runtime_of(gym.make("aligngym/Keywords-Sequence-v0"))
     test = runtime_of(gym.make("aligngym/Keywords-Sequence-v0", split="test"))
     pairs = demonstrations(train)
-    assert pairs == [(r["prompt"], r["reference"]) for r in train.rows]
+    assert pairs == [(r["prompt"], " " + r["reference"]) for r in train.rows]  # continues the prompt text
     assert not {p for p, _ in pairs} & {r["prompt"] for r in test.rows}
     pref = demonstrations(runtime_of(gym.make("aligngym/Preference-Token-v0")))
     rows = [json.loads(line) for line in open(data_path("preference_pairs.jsonl"), encoding="utf-8")]
-    expected = {(r["prompt"], r["chosen"]) for r in rows if r["split"] == "train"}
+    expected = {(r["prompt"], " " + r["chosen"]) for r in rows if r["split"] == "train"}
     assert set(pref) == expected and len(pref) == len(expected)
-    assert not {c for _, c in pref} & {r["chosen"] for r in rows if r["split"] == "test"} - {
-        r["chosen"] for r in rows if r["split"] == "train"
-    }
     with pytest.raises(ValueError, match="Sentiment"):
         demonstrations(runtime_of(gym.make("aligngym/Sentiment-Token-v0")))
 
@@ -107,3 +105,55 @@ def test_warm_start_config_is_checked():
         PPOConfig(sft_steps=-1)
     with pytest.raises(ValueError, match="sft_learning_rate"):
         GRPOConfig(sft_learning_rate=0.0)
+
+
+# -- issue 22, item 2: thresholds on the test split at fixed seeds (slow) ----------------------------------------------
+#: the alignment suite's PPO config on Sentiment (benchmarks/suites/alignment.toml, [agents.ppo])
+PPO_SENTIMENT = dict(
+    num_envs=64,
+    minibatch_size=16,
+    learning_rate=5e-5,
+    init_kl_coef=0.1,
+    target_kl=1.5,
+    kl_horizon=256,
+    ent_coef=0.01,
+)
+
+
+def _test_metrics(agent, env_id: str, **env_kwargs) -> dict:
+    """The harness's final evaluation (greedy, every test prompt once): score, KL, ref_ppl, distinct-2."""
+    env = EpisodeInfoRecorder(gym.make(env_id, split="test", **env_kwargs))
+    return evaluate_point(agent, env, n_episodes=None, deterministic=True, samples=0)
+
+
+def _assert_aligned(trained: dict, reference: dict, min_gain: float) -> None:
+    """Issue 22's bar: score gain, distinct-2 >= 0.8 x the reference's, ref perplexity <= 1.3 x the reference's."""
+    summary = {k: (reference[k], trained[k]) for k in ("mean_score", "kl", "ref_ppl", "distinct_2")}
+    print("reference -> trained:", summary)
+    assert trained["mean_score"] >= reference["mean_score"] + min_gain, summary
+    assert trained["distinct_2"] >= 0.8 * reference["distinct_2"], summary
+    assert trained["ref_ppl"] <= 1.3 * reference["ref_ppl"], summary
+
+
+@pytest.mark.slow
+def test_ppo_raises_sentiment_without_collapse_on_the_test_prompts():
+    env_id, kw = "aligngym/Sentiment-Token-v0", {"max_new_tokens": 8}
+    reference = _test_metrics(
+        make_agent("reference", gym.make(env_id, **kw), seed=0, device="cpu"), env_id, **kw
+    )
+    agent = PPOAgent(gym.make(env_id, **kw), PPOConfig(device="cpu", seed=0, **PPO_SENTIMENT))
+    agent.learn(8192)
+    _assert_aligned(_test_metrics(agent, env_id, **kw), reference, min_gain=0.25)
+
+
+#: the alignment suite's SFT+GRPO config on Keywords (benchmarks/suites/alignment.toml, [agents."sft+grpo"])
+GRPO_KEYWORDS = dict(num_generations=8, prompts_per_update=8, learning_rate=5e-5, beta=0.1, sft_steps=200)
+
+
+@pytest.mark.slow
+def test_grpo_raises_keyword_coverage_without_collapse_on_the_test_prompts():
+    env_id = "aligngym/Keywords-Sequence-v0"
+    reference = _test_metrics(make_agent("reference", gym.make(env_id), seed=0, device="cpu"), env_id)
+    agent = GRPOAgent(gym.make(env_id), GRPOConfig(device="cpu", seed=0, **GRPO_KEYWORDS))
+    agent.learn(1024)
+    _assert_aligned(_test_metrics(agent, env_id), reference, min_gain=0.10)
