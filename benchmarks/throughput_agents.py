@@ -258,7 +258,7 @@ def format_agents(r: dict[str, Any], clock: str) -> list[str]:
     lines = [
         f"**(e) agent updates** ({r['prompts']} prompts x {r['generations']} completions = {n} per update, "
         f"{r['max_new_tokens']} new tokens, VADER reward, policy {r['policy']}, KL beta {r['beta']}; "
-        "rollout + scoring + optimisation)",
+        f"rollout + scoring + optimisation; {clock} clock)",
         "",
         f"| contender | completions/s | vs TRL GRPOTrainer | {r['memory_kind']} (MiB, running peak) |",
         "|---|---:|---:|---:|",

@@ -166,7 +166,7 @@ def format_reference(r: dict[str, Any], clock: str) -> list[str]:
     """Markdown lines of :func:`bench_reference`'s result."""
     ms, lengths = r["ms_per_step"], r["lengths"]
     lines = [
-        f"**(d) reference term per step** (batch {r['batch']}, {r['reference']}; ms per batched step, episode mean)",
+        f"**(d) reference term per step** (batch {r['batch']}, {r['reference']}; ms per batched step, episode mean, {clock} clock)",
         "",
         "| path | " + " | ".join(f"T={T}" for T in lengths) + f" | T={lengths[-1]} / T={lengths[0]} |",
         "|---|" + "---:|" * (len(lengths) + 1),

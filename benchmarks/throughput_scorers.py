@@ -85,7 +85,7 @@ def bench_scorers(
 def format_scorers(r: dict[str, Any], clock: str) -> list[str]:
     """Markdown lines of :func:`bench_scorers`'s result."""
     lines = [
-        f"**(f) scorer throughput** (one batched call of {r['batch']} completions, as the envs call it; {r['device']})",
+        f"**(f) scorer throughput** (one batched call of {r['batch']} completions, as the envs call it; {r['device']}, {clock} clock)",
         "",
         "| scorer | completions/s | prompt rows of |",
         "|---|---:|---|",
