@@ -84,3 +84,18 @@ def test_tiny_end_to_end_run_writes_json_csv_markdown_and_png(tmp_path: Path) ->
     assert files["png"].stat().st_size > 1000
     assert "| best_of_n | vader | gold |" in files["md"].read_text()
     assert len(files["csv"].read_text().splitlines()) == 1 + 2 * 3
+
+
+@pytest.mark.slow
+def test_rl_runs_measure_kl_on_their_completions() -> None:
+    from aligngym.benchmarks.overopt import run_rl
+
+    out = run_rl(
+        "Sentiment", "sentiment", "sentiment", kl_coefs=(0.05, 0.5), steps=32, evals=1, n_eval=2, n_prompts=2
+    )
+    assert set(out["runs"]) == {"kl_coef=0.05", "kl_coef=0.5"}
+    for rows in out["runs"].values():
+        assert [r["steps"] for r in rows] == [0, 32]
+        assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-4)  # the untrained policy is the reference
+        assert rows[1]["kl"] >= 0.0
+    assert "fit_gold" in out or "fit_error" in out
