@@ -1,7 +1,8 @@
 """GRPO (group relative policy optimisation, Shao et al. 2024) for causal-LM policies on sequence-level envs.
 
-For each of ``prompts_per_update`` prompts the policy samples ``num_generations`` completions with the KV cache; a
-vector env of that many copies (reset with ``options={"prompt_index": i}``) scores them in one step. Advantages are
+The policy samples ``num_generations`` completions for each of ``prompts_per_update`` prompts in one KV-cached batch;
+a vector env of G copies scores each group (reset with ``options={"prompt_index": i}``), or a native vector env of
+all P x G rows scores the whole batch in one step. Advantages are
 the group-normalized scores (or RLOO / mean baselines), the loss the clipped surrogate plus beta * KL (k3 estimator)
 to a frozen reference; no value model. ``python -m aligngym.agents.grpo --env aligngym/Keywords-Sequence-v0``.
 The file reads top to bottom: config, advantages, then the agent's ``collect`` and ``update`` (the loop around them
@@ -102,8 +103,9 @@ class GRPOAgent(LMAgent):
     ``num_timesteps`` counts completions (sequence-env steps). ``predict`` samples (or greedily decodes) a whole
     completion for each observation, as the env's ``MultiDiscrete`` action.
 
-    :param env: a sequence-level aligngym env (copied ``num_generations`` times into a ``SyncVectorEnv``) or a
-        Gymnasium ``VectorEnv`` of ``num_generations`` of them.
+    :param env: a sequence-level aligngym env (copied ``num_generations`` times into a ``SyncVectorEnv``), a
+        Gymnasium ``VectorEnv`` of ``num_generations`` of them, or aligngym's native vector env of
+        ``prompts_per_update * num_generations`` rows (one step per update).
     """
 
     Config: ClassVar[type[AgentConfig]] = GRPOConfig
@@ -118,10 +120,11 @@ class GRPOAgent(LMAgent):
             )
         if self.config.beta == 0:
             self.reference = None  # no KL term: no reference forward (and nothing extra to save)
-        if isinstance(env, gym.vector.VectorEnv) and env.num_envs != self.config.num_generations:
+        g, n = self.config.num_generations, self.config.prompts_per_update
+        if isinstance(env, gym.vector.VectorEnv) and env.num_envs not in (g, n * g):
             raise ValueError(
-                f"GRPOAgent needs a vector env of num_generations={self.config.num_generations} sub-envs (one "
-                f"group per reset), got {env.num_envs}"
+                f"GRPOAgent needs a vector env of num_generations={g} sub-envs (one group per reset) or of "
+                f"prompts_per_update x num_generations={n * g} (the whole batch in one step), got {env.num_envs}"
             )
         self.pad_action = self.eos_action if self.eos_action is not None else 0
         self.sft_done = False
@@ -184,7 +187,11 @@ class GRPOAgent(LMAgent):
         return self.config.num_generations
 
     def collect(self, venv: Any) -> dict[str, Any]:
-        """``prompts_per_update`` groups of G completions, scored by the env.
+        """``prompts_per_update`` groups of G completions, sampled in one batch and scored by the env.
+
+        The policy samples all n x G completions at once (KV-cached, one forward per token for the whole batch); the
+        env scores them in one step when it is aligngym's native vector env of n x G rows (reset with each row's
+        ``prompt_index``), else one reset and step per group of G.
 
         :returns: ``prompt_ids``/``prompt_mask`` (n*G, P), ``actions``/``mask`` (n*G, T) tensors, ``scores`` and
             ``rewards`` float32 (n, G) numpy arrays, ``completions`` (texts), and the loop's ``num_steps``
@@ -192,32 +199,42 @@ class GRPOAgent(LMAgent):
         """
         cfg, rt = self.config, self.runtime
         mode = autoreset_mode(venv)
-        g = cfg.num_generations
-        prompt_idx = self.rng.integers(len(rt.rows), size=cfg.prompts_per_update)
-        parts: dict[str, list[Any]] = {k: [] for k in ("prompt_ids", "prompt_mask", "actions", "mask")}
-        scores = np.zeros((cfg.prompts_per_update, g), dtype=np.float32)
-        rewards = np.zeros_like(scores)
+        g, n = cfg.num_generations, cfg.prompts_per_update
+        prompt_idx = self.rng.integers(len(rt.rows), size=n)
+        # one batched sample of all n x G completions (rows grouped by prompt, laid out as the env's observations)
+        starts = [rt.empty_obs(rt.prompt_ids[int(i)]) for i in prompt_idx for _ in range(g)]
+        ids, mask, _ = self._obs_tensors(
+            {
+                "input_ids": np.stack([s[0] for s in starts]),
+                "attention_mask": np.stack([s[1] for s in starts]),
+            }
+        )
+        ids, mask = self._prompt_part(ids, mask)
+        out = self._generate(ids, mask)
+        actions = out.actions.cpu().numpy()
+        # scored by the env: one step for all rows (a vector env of n x G) or one step per group (G rows)
+        one_step = n > 1 and venv.num_envs == n * g  # a native vector env of every row: per-row prompt_index
+        groups = [np.arange(n * g)] if one_step else [np.arange(j * g, (j + 1) * g) for j in range(n)]
+        rewards_flat = np.zeros(n * g, dtype=np.float32)
+        scores_flat = np.zeros(n * g, dtype=np.float32)
         completions: list[str] = []
-        for j, i in enumerate(prompt_idx):
-            obs, _ = venv.reset(options={"prompt_index": int(i)})
-            ids, mask, _ = self._obs_tensors(obs)
-            ids, mask = self._prompt_part(ids, mask)
-            out = self._generate(ids, mask)
-            _, r, _, _, info = venv.step(out.actions.cpu().numpy())
-            rewards[j] = np.asarray(r, dtype=np.float32)
-            for k in range(g):
+        for rows in groups:
+            index = [int(prompt_idx[r // g]) for r in rows] if one_step else int(prompt_idx[rows[0] // g])
+            venv.reset(options={"prompt_index": index})
+            _, r, _, _, info = venv.step(actions[rows])
+            rewards_flat[rows] = np.asarray(r, dtype=np.float32)
+            for k, row in enumerate(rows.tolist()):
                 s = info_value(info, "score", k, mode)
-                scores[j, k] = float(s) if s is not None else rewards[j, k]
+                scores_flat[row] = float(s) if s is not None else rewards_flat[row]
                 c = info_value(info, "completion", k, mode)
                 completions.append(str(c) if c is not None else "")
-            for key, value in (
-                ("prompt_ids", ids),
-                ("prompt_mask", mask),
-                ("actions", out.actions),
-                ("mask", out.mask),
-            ):
-                parts[key].append(value)
-        batch: dict[str, Any] = {k: torch.cat(v) for k, v in parts.items()}
+        scores, rewards = scores_flat.reshape(n, g), rewards_flat.reshape(n, g)
+        batch: dict[str, Any] = {
+            "prompt_ids": ids,
+            "prompt_mask": mask,
+            "actions": out.actions,
+            "mask": out.mask,
+        }
         batch.update(scores=scores, rewards=rewards, completions=completions)
         batch.update(
             num_steps=scores.size,
@@ -248,13 +265,14 @@ class GRPOAgent(LMAgent):
         adv = group_advantages(rewards, cfg.advantage).reshape(-1, 1)
         lengths = mask.sum(-1).clamp(min=1.0)
         with torch.no_grad(), amp:
-            old_logp = self._logprobs(self.policy, batch)
+            # one epoch is on-policy: the old log-probs are the current ones (detached below), no extra forward
+            old_logp = self._logprobs(self.policy, batch) if cfg.n_epochs > 1 else None
             ref_logp = self._logprobs(self.reference, batch) if self.reference is not None else None
         stats: dict[str, list[float]] = {k: [] for k in ("policy_loss", "approx_kl", "clipfrac", "kl")}
         for _ in range(cfg.n_epochs):
             with amp:
                 logp = self._logprobs(self.policy, batch)
-            log_ratio = (logp - old_logp) * mask
+            log_ratio = (logp - (logp.detach() if old_logp is None else old_logp)) * mask
             ratio = torch.exp(log_ratio)
             surrogate = torch.min(
                 ratio * adv, torch.clamp(ratio, 1 - cfg.clip_range, 1 + cfg.clip_range) * adv
