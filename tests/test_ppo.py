@@ -161,7 +161,7 @@ def test_ppo_raises_test_sentiment_over_the_shipped_reference():
         seed=0,
         num_envs=16,
         minibatch_size=8,
-        learning_rate=3e-4,
+        learning_rate=1e-4,  # 3e-4 collapses the retrained reference to empty completions (score 0.03)
         target_kl=4.0,
         init_kl_coef=0.05,
     )
