@@ -226,7 +226,7 @@ class LMSimulator(BaseSimulator):
     tokens with a torch generator seeded from the env's numpy generator, so a seeded episode repeats. Sampling stops
     at EOS or at a newline token; an empty reply becomes ``fallback``.
 
-    :param model: anything :func:`aligngym.agents.lm.load_causal_lm` takes (``"default"``, a directory, a module).
+    :param model: anything :func:`aligngym.envs.reference.load_causal_lm` takes (``"default"``, a directory, a module).
     :param max_reply_tokens: the user's budget per message.
     :param temperature: sampling temperature.
     :param fallback: text used when the LM says nothing.
@@ -261,7 +261,7 @@ class LMSimulator(BaseSimulator):
     @property
     def model(self) -> Any:
         if self._model is None:
-            from aligngym.agents.lm import load_causal_lm, model_vocab_size
+            from aligngym.envs.reference import load_causal_lm, model_vocab_size
 
             model = load_causal_lm(self.model_spec).eval()
             if self.tokenizer is not None and model_vocab_size(model) != self.tokenizer.vocab_size:
