@@ -5,6 +5,7 @@ throughput``). The TRL trainer drives the loop; our updates run between its step
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import sys
 import tempfile
@@ -221,7 +222,10 @@ def bench_agents(
             trainer = _trl_trainer(
                 prompts, generations, max_new_tokens, beta, 2e-4, reps + 1, device, tmp, [Alternate()], seed
             )
-            trainer.train()
+            with contextlib.redirect_stdout(
+                sys.stderr
+            ):  # TRL prints its log dicts on CPU: keep stdout the report
+                trainer.train()
             lengths = [
                 h["completions/mean_length"]
                 for h in trainer.state.log_history

@@ -2,7 +2,8 @@
 
 :func:`load_reference_model` turns a spec (local directory, model object, ``"default"``) into a
 :class:`ReferenceModel` that shares the env's tokenizer; ``TokenEnv``/``SequenceEnv`` read ``info["ref_logprob"]`` from
-it and the ``fluency`` scorer scores completions with it. Path specs are loaded once per (path, device, vocabulary).
+it (the token envs through a per-episode :class:`ReferenceKVCache`: one cached forward per step) and the ``fluency``
+scorer scores completions with it. Path specs are loaded once per (path, device, vocabulary).
 This module is also the one home of :func:`load_causal_lm`, :func:`default_reference_dir` and
 :func:`model_vocab_size`, which the agents use too (agents depend on envs, never the reverse).
 """
