@@ -113,3 +113,23 @@ def test_gold_scorers_pickle() -> None:
         sc = make_scorer(name, device="cpu")
         clone = pickle.loads(pickle.dumps(sc))
         assert clone.name == name
+
+
+def test_score_with_components_runs_the_models_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    scorer = make_scorer("keywords_gold")
+    calls: list[int] = []
+    original = type(scorer)._parts
+
+    def counting(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(scorer), "_parts", counting)
+    total, parts = scorer.score_with_components(
+        ["Write a sentence using: dog, ball, park"],
+        ["The dog chased the ball in the park."],
+        keywords=[["dog", "ball", "park"]],
+    )
+    assert len(calls) == 1
+    assert parts["keywords_gold"] == pytest.approx(total)
+    assert {"coverage", "fluency_gate", "repetition"} <= set(parts)

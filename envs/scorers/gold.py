@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -138,6 +139,10 @@ class QualityGate:
         }
 
 
+#: per thread: (id of the gold scorer, its parts) of the last score() call
+_LAST_PARTS = threading.local()
+
+
 class _GoldScorer(BaseScorer):
     """Shared plumbing: ``score`` is the total of :meth:`score_with_components`."""
 
@@ -147,14 +152,26 @@ class _GoldScorer(BaseScorer):
         raise NotImplementedError
 
     def score(self, prompts: Sequence[str], completions: Sequence[str], **context: Any) -> np.ndarray:
-        return self._parts(prompts, completions, **context)[self.name]
+        parts = self._parts(prompts, completions, **context)
+        _LAST_PARTS.value = (
+            id(self),
+            parts,
+        )  # read back by score_with_components: the models run once per call
+        return parts[self.name]
 
     def score_with_components(
         self, prompts: Sequence[str], completions: Sequence[str], **context: Any
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """The gold score and its parts (classifier or reward model, fluency gate, repetition factor, ...)."""
+        """The gold score and its parts (classifier or reward model, fluency gate, repetition factor, ...).
+
+        The parts come from the same model pass as the (validated) total.
+        """
         total = self(prompts, completions, **context)
-        parts = self._parts(prompts, completions, **context)
+        owner, parts = _LAST_PARTS.value
+        _LAST_PARTS.value = (None, {})
+        if owner != id(self):  # pragma: no cover - score() always runs inside self(...) on this thread
+            raise RuntimeError(f"scorer {self.name!r}: its parts were not recorded by this call")
+        parts = dict(parts)
         parts[self.name] = total
         return total, parts
 
