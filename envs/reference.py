@@ -10,20 +10,20 @@ This module is also the one home of :func:`load_causal_lm`, :func:`default_refer
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from aligngym.envs.cache import LRUCache
 from aligngym.envs.hf import cache_kwarg, output_cache
 from aligngym.envs.tokenization import TextTokenizer, load_tokenizer
 
 #: directory (inside ``aligngym.envs.data``) of the shipped reference LM that ``"default"`` names
 DEFAULT_REFERENCE_DIR = "reference_lm"
-_CACHE: dict[tuple[str, str, str, int, bool], ReferenceModel] = {}
-_LOCK = threading.Lock()
+#: (model dir, tokenizer, device, vocab, strict) -> shared frozen model; bounded (see aligngym.envs.cache)
+_CACHE: LRUCache[ReferenceModel] = LRUCache("reference models")
 
 
 def default_reference_dir() -> Path:
@@ -537,10 +537,9 @@ def load_reference_model(
                 )
         dev = resolve_device(device)
         key = (str(path.resolve()), dev, tok.name, tok.vocab_size, bool(strict_vocab))
-        with _LOCK:
-            if key not in _CACHE:
-                _CACHE[key] = ReferenceModel(_load_dir(path, dev), tok, device=dev, strict_vocab=strict_vocab)
-            return _CACHE[key]
+        return _CACHE.get_or_create(
+            key, lambda: ReferenceModel(_load_dir(path, dev), tok, device=dev, strict_vocab=strict_vocab)
+        )
     if hasattr(spec, "config") and callable(spec):
         return ReferenceModel(spec, tok, device=device, strict_vocab=strict_vocab)
     raise TypeError(

@@ -158,3 +158,13 @@ def test_an_encoder_evicted_from_the_cache_keeps_working(restore_size) -> None:
     after = enc.encode(["a quiet hotel room"])
     np.testing.assert_allclose(before, after, rtol=1e-6)
     assert len(embedding._ENCODERS) == 0  # the encoder kept its own reference; nothing was reloaded
+
+
+def test_reference_models_share_the_bounded_cache() -> None:
+    from aligngym.envs import reference
+    from aligngym.envs.cache import LRUCache
+
+    assert isinstance(reference._CACHE, LRUCache)
+    first = reference.load_reference_model("default", device="cpu")
+    assert reference.load_reference_model("default", device="cpu") is first
+    assert len(reference._CACHE) <= reference._CACHE.maxsize
