@@ -124,6 +124,8 @@ def test_ten_thousand_fuzzed_steps(env_id: str) -> None:
     # default-suite sample above)
     model_scored = any(name in env_id for name in ("Similarity", "Preference"))
     extra: dict = {"scorer": "length"} if model_scored else {}
+    if "Dialogue" in env_id:  # its turns are scored by the preference reward model: the same rule scorer here
+        extra["turn_scorer"] = "length"
     if gym.spec(env_id).kwargs.get("task") in TASKS:  # a shipped task: its gold scorer off
         extra["gold"] = False
     env = gym.make(env_id, **env_kwargs(env_id, **extra))
