@@ -174,6 +174,17 @@ class _ProceduralEnv:
         info["difficulty"] = self.difficulty
         return info
 
+    # reset/step for both granularities: super() is TokenEnv or SequenceEnv (the mixin comes first in the MRO)
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        obs, info = super().reset(seed=seed, options=self._reset_options(options))  # type: ignore[misc]
+        return obs, self._tag(info)
+
+    def step(self, action: Any) -> tuple[dict[str, np.ndarray], SupportsFloat, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = super().step(action)  # type: ignore[misc]
+        return obs, reward, terminated, truncated, self._tag(info)
+
 
 class ProceduralTokenEnv(_ProceduralEnv, TokenEnv):
     """Token-level procedural task: write the answer one token at a time; the exact checker pays at the end.
@@ -217,17 +228,6 @@ class ProceduralTokenEnv(_ProceduralEnv, TokenEnv):
         TokenEnv.__init__(self, self.procedural.task, render_mode=render_mode, **options)
         self._runtimes = {self.difficulty: self.runtime}
 
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        options = self._reset_options(options)
-        obs, info = super().reset(seed=seed, options=options)
-        return obs, self._tag(info)
-
-    def step(self, action: Any) -> tuple[dict[str, np.ndarray], SupportsFloat, bool, bool, dict[str, Any]]:
-        obs, reward, terminated, truncated, info = super().step(action)
-        return obs, reward, terminated, truncated, self._tag(info)
-
 
 class ProceduralSequenceEnv(_ProceduralEnv, SequenceEnv):
     """Sequence-level procedural task: the action is the whole answer (a contextual bandit).
@@ -263,17 +263,6 @@ class ProceduralSequenceEnv(_ProceduralEnv, SequenceEnv):
         options = self._build(task, difficulty, kwargs)
         SequenceEnv.__init__(self, self.procedural.task, render_mode=render_mode, **options)
         self._runtimes = {self.difficulty: self.runtime}
-
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        options = self._reset_options(options)
-        obs, info = super().reset(seed=seed, options=options)
-        return obs, self._tag(info)
-
-    def step(self, action: Any) -> tuple[dict[str, np.ndarray], SupportsFloat, bool, bool, dict[str, Any]]:
-        obs, reward, terminated, truncated, info = super().step(action)
-        return obs, reward, terminated, truncated, self._tag(info)
 
 
 def _vector_options(task: str | Family, difficulty: int, kwargs: dict[str, Any]) -> dict[str, Any]:

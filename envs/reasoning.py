@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import Sequence
-from typing import Any, SupportsFloat
+from typing import Any
 
 import numpy as np
 
@@ -246,16 +246,6 @@ class ReasoningTokenEnv(_ReasoningEnv, TokenEnv):
         TokenEnv.__init__(self, self.procedural.task, render_mode=render_mode, **options)
         self._runtimes = {self.difficulty: self.runtime}
 
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        obs, info = super().reset(seed=seed, options=self._reset_options(options))
-        return obs, self._tag(info)
-
-    def step(self, action: Any) -> tuple[dict[str, np.ndarray], SupportsFloat, bool, bool, dict[str, Any]]:
-        obs, reward, terminated, truncated, info = super().step(action)
-        return obs, reward, terminated, truncated, self._tag(info)
-
 
 class ReasoningSequenceEnv(_ReasoningEnv, SequenceEnv):
     """A reasoning-gym generator as a sequence-level env (one step writes the whole answer).
@@ -295,16 +285,6 @@ class ReasoningSequenceEnv(_ReasoningEnv, SequenceEnv):
         options = self._build_reasoning(generator, difficulty, kwargs)
         SequenceEnv.__init__(self, self.procedural.task, render_mode=render_mode, **options)
         self._runtimes = {self.difficulty: self.runtime}
-
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        obs, info = super().reset(seed=seed, options=self._reset_options(options))
-        return obs, self._tag(info)
-
-    def step(self, action: Any) -> tuple[dict[str, np.ndarray], SupportsFloat, bool, bool, dict[str, Any]]:
-        obs, reward, terminated, truncated, info = super().step(action)
-        return obs, reward, terminated, truncated, self._tag(info)
 
 
 def register_reasoning() -> list[str]:
