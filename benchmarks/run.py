@@ -236,15 +236,7 @@ def execute_run(
     out_dir = Path(out_dir)
     log_dir = out_dir / RUNS_DIR / spec.run_id / "tb"
     record: dict[str, Any] = {
-        "schema": SCHEMA_VERSION,
-        "run_id": spec.run_id,
-        "fingerprint": spec.fingerprint(),
-        "spec": dataclasses.asdict(spec),
-        "env_id": spec.env_id,
-        "agent": spec.agent,
-        "agent_name": spec.factory_name,
-        "seed": spec.seed,
-        "oracle": _spec_oracle(spec),
+        **_record_head(spec),
         "status": "running",
         "error": None,
         "traceback": None,
@@ -396,7 +388,8 @@ def _spec_oracle(spec: RunSpec) -> bool:
         return False
 
 
-def _failed_record(spec: RunSpec, err: BaseException) -> dict[str, Any]:
+def _record_head(spec: RunSpec) -> dict[str, Any]:
+    """The fields that identify a run, shared by the record of a run and the record of a failed one."""
     return {
         "schema": SCHEMA_VERSION,
         "run_id": spec.run_id,
@@ -407,6 +400,12 @@ def _failed_record(spec: RunSpec, err: BaseException) -> dict[str, Any]:
         "agent_name": spec.factory_name,
         "seed": spec.seed,
         "oracle": _spec_oracle(spec),
+    }
+
+
+def _failed_record(spec: RunSpec, err: BaseException) -> dict[str, Any]:
+    return {
+        **_record_head(spec),
         "status": "failed",
         "error": f"{type(err).__name__}: {err}",
         "traceback": "".join(traceback.format_exception(type(err), err, err.__traceback__)),
