@@ -253,7 +253,8 @@ def execute_run(
     try:
         import aligngym.envs  # noqa: F401  (registers the ids)
 
-        train_env = gym.make(spec.env_id, **{"split": "train", **spec.env_kwargs})
+        # gold is an evaluation judge: the training env skips it (it costs a model call per episode) unless asked
+        train_env = gym.make(spec.env_id, **{"split": "train", "gold": False, **spec.env_kwargs})
         envs.append(train_env)
         test_env = EpisodeInfoRecorder(gym.make(spec.env_id, **{**spec.env_kwargs, "split": "test"}))
         envs.append(test_env)

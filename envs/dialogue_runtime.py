@@ -52,7 +52,12 @@ class DialogueRuntime:
         turn_penalty: float = 0.0,
         difficulty: int | None = None,
         device: str = "auto",
+        gold: Any = None,
     ) -> None:
+        if gold is not None and gold is not False:
+            raise ValueError(
+                f"gold={gold!r}: the multi-turn tasks declare no gold scorer yet; pass gold=None or gold=False"
+            )
         self.task = task
         self.tokenizer: TextTokenizer = load_tokenizer(tokenizer)
         tok = self.tokenizer

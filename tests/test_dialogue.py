@@ -548,3 +548,12 @@ def test_native_vector_env_batches_the_lm_user_with_one_shared_model() -> None:
         _, _, _, _, a = single.step(act)
         _, _, _, _, b = one.step(act[None])
     assert a["transcript"] == b["transcript"][0]
+
+
+def test_gold_false_is_accepted_and_a_gold_scorer_is_refused_by_name() -> None:
+    """Every env takes ``gold=False`` (the harness trains with it); dialogue tasks have no gold judge yet."""
+    env = gym.make("aligngym/Guess-Token-v0", gold=False)
+    env.reset(seed=0)
+    env.close()
+    with pytest.raises(ValueError, match="gold='sentiment_gold'"):
+        gym.make("aligngym/Guess-Token-v0", gold="sentiment_gold")
