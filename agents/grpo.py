@@ -112,6 +112,9 @@ class GRPOAgent(LMAgent):
     algo_name: ClassVar[str] = "grpo"
 
     def __init__(self, env: Any, config: GRPOConfig | None = None) -> None:
+        from aligngym.agents.multiturn import require_single_turn
+
+        require_single_turn(env, "GRPOAgent", "MultiTurnGRPOAgent")
         super().__init__(env, config)
         self.config: GRPOConfig
         if "completion_len" not in self.signature:

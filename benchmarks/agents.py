@@ -399,6 +399,27 @@ for _spec in (
     register_agent(_spec)
 
 
+# The multi-turn rows (aligngym/Dialogue-Token-v0, aligngym/Guess-Token-v0): causal-LM agents over whole conversations.
+for _spec in (
+    AgentSpec(
+        "multiturn-ppo",
+        _ours("aligngym.agents.multiturn_ppo:MultiTurnPPOAgent"),
+        "aligngym.agents.multiturn_ppo",
+        "multi-turn PPO: GAE over the assistant's tokens across turns, value head, KL to the reference "
+        "(dialogue -Token-v0 ids)",
+        granularity="token",
+    ),
+    AgentSpec(
+        "multiturn-grpo",
+        _ours("aligngym.agents.multiturn_grpo:MultiTurnGRPOAgent"),
+        "aligngym.agents.multiturn_grpo",
+        "multi-turn GRPO: G conversations per opening, group-relative advantages (dialogue -Token-v0 ids)",
+        granularity="token",
+    ),
+):
+    register_agent(_spec)
+
+
 def get_agent_spec(name: str) -> AgentSpec:
     """The table entry for ``name``; an import path ``"pkg.module:Class"`` gives an ad-hoc entry for that class.
 

@@ -169,6 +169,11 @@ class DialogueRuntime:
             raise ValueError(f"action_vocab id {entry} out of range for vocabulary size {self.vocab_size}")
         return int(entry)
 
+    @property
+    def max_new_tokens(self) -> int:
+        """The token budget of one assistant turn (``max_turn_tokens``; the agents' per-step action masks span it)."""
+        return self.max_turn_tokens
+
     def token_of(self, action: int) -> int:
         """Token id of an action index."""
         return int(self.action_ids[action]) if self.action_ids is not None else int(action)

@@ -1,0 +1,296 @@
+"""PPO for causal-LM policies on the multi-turn dialogue envs (``aligngym/Dialogue-Token-v0``, ``Guess-Token-v0``).
+
+Rollouts play one conversation per row of a vector env token by token (:func:`~aligngym.agents.multiturn.
+play_conversations`, which checks every observation against the rebuilt history); the update scores each whole
+history in one forward pass, checks the recomputed log-probs against the sampling ones, then runs GAE over the
+assistant's tokens across turns (token-level credit: user tokens are not steps, gamma counts assistant tokens) with a
+per-token KL penalty to a frozen reference, and clipped PPO minibatch epochs. The loop is
+:meth:`aligngym.agents.base.Agent.learn`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from aligngym.agents.base import AgentConfig
+from aligngym.agents.lm_agent import LMAgent, LMAgentConfig
+from aligngym.agents.multiturn import (
+    Conversation,
+    history_forward,
+    pack_conversations,
+    play_conversations,
+    turn_position,
+)
+from aligngym.agents.ppo import AdaptiveKLController, explained_variance, gae, masked_mean, masked_whiten
+
+
+@dataclasses.dataclass
+class MultiTurnPPOConfig(LMAgentConfig, AgentConfig):
+    """Hyper-parameters of :class:`MultiTurnPPOAgent` (plus the agent and LM fields).
+
+    :param learning_rate: Adam step size.
+    :param num_envs: conversations per update (copies of a single env; a ``VectorEnv`` gives its own number).
+    :param n_epochs: passes over each rollout batch.
+    :param minibatch_size: conversations per gradient step.
+    :param gamma: discount per assistant token.
+    :param gae_lambda: GAE lambda.
+    :param clip_range: PPO ratio clip.
+    :param clip_range_vf: value clip around the old values (0: off).
+    :param vf_coef: value-loss weight.
+    :param ent_coef: entropy bonus weight.
+    :param max_grad_norm: gradient clipping (0: off).
+    :param init_kl_coef: initial beta of the per-token KL penalty (0 with ``adaptive_kl=False``: no KL term).
+    :param adaptive_kl: adapt beta toward ``target_kl`` (as :class:`~aligngym.agents.ppo.PPOAgent`).
+    :param target_kl: target of the mean per-conversation KL (nats, summed over the assistant's tokens).
+    :param kl_horizon: horizon (conversations) of the adaptive controller.
+    :param whiten_advantages: standardize advantages over the batch.
+    :param temperature: sampling temperature (the update scores the same tempered distribution).
+    :param check_tolerance: raise when the update's first log-probs differ from the sampling ones by more than this
+        (``None``: only log ``charts/logprob_mismatch``).
+    """
+
+    learning_rate: float = 1e-4
+    num_envs: int = 16
+    n_epochs: int = 4
+    minibatch_size: int = 8
+    gamma: float = 1.0
+    gae_lambda: float = 0.95
+    clip_range: float = 0.2
+    clip_range_vf: float = 0.2
+    vf_coef: float = 0.1
+    ent_coef: float = 0.0
+    max_grad_norm: float = 1.0
+    init_kl_coef: float = 0.05
+    adaptive_kl: bool = True
+    target_kl: float = 2.0
+    kl_horizon: int = 2000
+    whiten_advantages: bool = True
+    temperature: float = 1.0
+    check_tolerance: float | None = 1e-3
+
+    def __post_init__(self) -> None:
+        for name in ("num_envs", "n_epochs", "minibatch_size", "kl_horizon"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.learning_rate <= 0 or self.temperature <= 0:
+            raise ValueError(
+                f"learning_rate and temperature must be positive, got {self.learning_rate}, {self.temperature}"
+            )
+        if not 0.0 <= self.gamma <= 1.0 or not 0.0 <= self.gae_lambda <= 1.0:
+            raise ValueError(f"gamma and gae_lambda must be in [0, 1], got {self.gamma}, {self.gae_lambda}")
+        if self.init_kl_coef < 0 or self.target_kl <= 0:
+            raise ValueError(
+                f"init_kl_coef must be >= 0 and target_kl > 0, got {self.init_kl_coef}, {self.target_kl}"
+            )
+
+
+class MultiTurnLMAgent(LMAgent):
+    """What the multi-turn LM agents share: the env check, acting on dialogue observations, and the rollout."""
+
+    def __init__(self, env: Any, config: Any = None) -> None:
+        super().__init__(env, config)
+        rt = self.runtime
+        if not hasattr(rt, "max_turns"):
+            raise TypeError(
+                f"{type(self).__name__} trains on multi-turn dialogue envs (aligngym/Dialogue-Token-v0, "
+                "aligngym/Guess-Token-v0); single-turn envs take PPOAgent / GRPOAgent"
+            )
+        if "completion_len" in self.signature:
+            raise TypeError(
+                f"{type(self).__name__} samples token by token: use the -Token-v0 id of the task, not -Sequence-v0"
+            )
+        if rt.context_overflow == "truncate":
+            raise ValueError(
+                f"{type(self).__name__} needs context_overflow='end' or 'error': truncated histories are not exact"
+            )
+
+    @torch.no_grad()
+    def _act(self, ids: np.ndarray, mask: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Sample one token per row (tempered, masked): the :data:`~aligngym.agents.multiturn.ActFn` of rollouts."""
+        logits = self.policy(
+            torch.as_tensor(ids, device=self.device), torch.as_tensor(mask, device=self.device)
+        )
+        logits = logits.float() / self.config.temperature
+        allowed = torch.as_tensor(valid, device=self.device)
+        logp = torch.log_softmax(logits.masked_fill(~allowed, torch.finfo(logits.dtype).min), -1)
+        actions = torch.multinomial(logp.exp(), 1, generator=self.generator).squeeze(-1)
+        chosen = logp.gather(-1, actions[:, None]).squeeze(-1)
+        return actions.cpu().numpy().astype(np.int64), chosen.cpu().numpy()
+
+    @torch.no_grad()
+    def predict(
+        self,
+        obs: Any,
+        state: Any = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, Any]:
+        """Next token action(s) for dialogue observations (L,) or (B, L); sampled unless ``deterministic``."""
+        ids, mask, single = self._obs_tensors(obs)
+        rt = self.runtime
+        ids_np, mask_np = ids.cpu().numpy(), mask.cpu().numpy()
+        valid = np.stack(
+            [
+                rt.action_mask(min(turn_position(i, int(m.sum()), rt.assistant_sep), rt.max_turn_tokens - 1))
+                for i, m in zip(ids_np, mask_np)
+            ]
+        )
+        if deterministic:
+            logits = self.policy(ids, mask).float()
+            logits = logits.masked_fill(~torch.as_tensor(valid, device=self.device), float("-inf"))
+            out = logits.argmax(-1).cpu().numpy().astype(np.int64)
+        else:
+            out = self._act(ids_np, mask_np, valid)[0]
+        return (out[0] if single else out), state
+
+    def _play(self, venv: Any, options: dict[str, Any] | None = None) -> list[Conversation]:
+        self.policy.eval()
+        return play_conversations(venv, self._act, int(self.rng.integers(2**31 - 1)), options)
+
+    def _pack(self, conversations: list[Conversation]) -> dict[str, Any]:
+        batch: dict[str, Any] = pack_conversations(
+            conversations, int(self.runtime.tokenizer.pad_id), self.device
+        )
+        returns = np.array([c.episode_return for c in conversations])
+        batch.update(
+            conversations=conversations,
+            num_steps=int(sum(len(c.actions) for c in conversations)),
+            episode_returns=returns,
+            episode_scores=np.array([c.score for c in conversations]),
+            episode_lengths=np.array([len(c.actions) for c in conversations]),
+        )
+        return batch
+
+    def _forward(self, model: Any, batch: dict[str, Any], idx: Any, with_values: bool) -> tuple[Any, ...]:
+        """(logp, values, entropy) at the assistant's tokens, compact (b, T) in sampling order."""
+        logp, values, entropy = history_forward(
+            model,
+            batch["input_ids"][idx],
+            batch["attention_mask"][idx],
+            batch["assistant"][idx],
+            self.config.temperature,
+            batch["valid"][idx],
+            with_values=with_values,
+        )
+        pos = batch["positions"][idx]
+
+        def take(x: torch.Tensor | None) -> torch.Tensor | None:
+            return None if x is None else x.gather(1, pos) * batch["token_mask"][idx]
+
+        return take(logp), take(values), take(entropy)
+
+    def _check_logprobs(self, logp: torch.Tensor, batch: dict[str, Any]) -> float:
+        """Max |update log-prob - sampling log-prob| over every assistant token; raises over the tolerance."""
+        sampled = batch["sampled_logp"].gather(1, batch["positions"]) * batch["token_mask"]
+        mismatch = float((logp.detach() - sampled).abs().max())
+        tol = self.config.check_tolerance
+        if tol is not None and mismatch > tol:
+            raise RuntimeError(
+                f"update log-probs differ from the sampling log-probs by {mismatch:.2e} (> {tol}): the history "
+                "scored is not the one sampled from"
+            )
+        return mismatch
+
+
+class MultiTurnPPOAgent(MultiTurnLMAgent):
+    """PPO with a causal-LM actor and value head on a multi-turn dialogue token env (see the module docstring).
+
+    ``num_timesteps`` counts the assistant's tokens. Logs CleanRL's keys plus ``charts/kl``, ``charts/kl_coef``,
+    ``charts/success`` and ``charts/logprob_mismatch`` (max |update - sampling| log-prob of the batch's tokens).
+
+    :param env: a ``-Token-v0`` dialogue env (copied ``num_envs`` times) or a Gymnasium ``VectorEnv`` of them.
+    :param config: :class:`MultiTurnPPOConfig`.
+    """
+
+    Config: ClassVar[type[AgentConfig]] = MultiTurnPPOConfig
+    algo_name: ClassVar[str] = "multiturn_ppo"
+    needs_value = True
+
+    def __init__(self, env: Any, config: MultiTurnPPOConfig | None = None) -> None:
+        super().__init__(env, config)
+        self.config: MultiTurnPPOConfig
+        cfg = self.config
+        self.kl_ctl = AdaptiveKLController(cfg.init_kl_coef, cfg.target_kl, cfg.kl_horizon, cfg.adaptive_kl)
+
+    def collect(self, venv: Any) -> dict[str, Any]:
+        """One conversation per row of ``venv`` (see :func:`~aligngym.agents.multiturn.play_conversations`)."""
+        return self._pack(self._play(venv))
+
+    def update(self, batch: dict[str, Any]) -> dict[str, float]:
+        """KL-penalised token rewards, GAE over the assistant's tokens, ``n_epochs`` of clipped minibatch steps."""
+        cfg = self.config
+        assert self.reference is not None and self.optimizer is not None
+        mask = batch["token_mask"]
+        n = mask.shape[0]
+        everything = slice(None)
+        with torch.no_grad():
+            old_logp, old_values, _ = self._forward(self.policy, batch, everything, with_values=True)
+            ref_logp, _, _ = self._forward(self.reference, batch, everything, with_values=False)
+        mismatch = self._check_logprobs(old_logp, batch)
+        kl_tokens = (old_logp - ref_logp) * mask
+        beta = self.kl_ctl.value
+        rewards = batch["rewards"].gather(1, batch["positions"]) * mask - beta * kl_tokens
+        adv, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.gae_lambda)
+        if cfg.whiten_advantages:
+            adv = masked_whiten(adv, mask)
+        stats: dict[str, list[float]] = {
+            k: [] for k in ("policy_loss", "value_loss", "approx_kl", "clipfrac", "entropy")
+        }
+        for _ in range(cfg.n_epochs):
+            order = torch.as_tensor(self.rng.permutation(n), device=self.device)
+            for start in range(0, n, cfg.minibatch_size):
+                idx = order[start : start + cfg.minibatch_size]
+                m = mask[idx]
+                logp, values, entropy = self._forward(self.policy, batch, idx, with_values=True)
+                log_ratio = (logp - old_logp[idx]) * m
+                ratio = torch.exp(log_ratio)
+                clipped = torch.clamp(ratio, 1 - cfg.clip_range, 1 + cfg.clip_range)
+                policy_loss = masked_mean(torch.max(-adv[idx] * ratio, -adv[idx] * clipped), m)
+                v_err = (values - returns[idx]) ** 2
+                if cfg.clip_range_vf > 0:
+                    v_clip = old_values[idx] + torch.clamp(
+                        values - old_values[idx], -cfg.clip_range_vf, cfg.clip_range_vf
+                    )
+                    v_err = torch.max(v_err, (v_clip - returns[idx]) ** 2)
+                value_loss = 0.5 * masked_mean(v_err, m)
+                ent = masked_mean(entropy, m)
+                loss = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * ent
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.max_grad_norm > 0:
+                    nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
+                self.optimizer.step()
+                with torch.no_grad():
+                    stats["policy_loss"].append(float(policy_loss))
+                    stats["value_loss"].append(float(value_loss))
+                    stats["approx_kl"].append(float(masked_mean((ratio - 1) - log_ratio, m)))
+                    stats["clipfrac"].append(
+                        float(masked_mean(((ratio - 1).abs() > cfg.clip_range).float(), m))
+                    )
+                    stats["entropy"].append(float(ent))
+        kl = float(kl_tokens.sum(-1).mean())
+        self.kl_ctl.update(kl, n)
+        self.num_updates += 1
+        out = {f"losses/{k}": float(np.mean(v)) for k, v in stats.items()}
+        out["losses/explained_variance"] = explained_variance(old_values, returns, mask)
+        out["charts/kl"] = kl
+        out["charts/kl_coef"] = beta
+        out["charts/logprob_mismatch"] = mismatch
+        out["charts/success"] = float(np.mean([c.success for c in batch["conversations"]]))
+        return out
+
+    def extra_state(self) -> dict[str, Any]:
+        return {**super().extra_state(), "kl_coef": self.kl_ctl.value}
+
+    def load_extra_state(self, extra: dict[str, Any]) -> None:
+        super().load_extra_state(extra)
+        if "kl_coef" in extra:
+            self.kl_ctl.value = float(extra["kl_coef"])
+
+
+__all__ = ["MultiTurnLMAgent", "MultiTurnPPOAgent", "MultiTurnPPOConfig"]
