@@ -80,12 +80,18 @@ def put_info(infos: dict[str, Any], key: str, n: int, idx: np.ndarray, values: A
         infos[key] = arr
     else:
         arr = infos.get(key)
-        if arr is None:
-            arr = np.full(n, None, dtype=object)
-        for i, v in zip(idx.tolist(), values):
-            arr[i] = v
+        if arr is None and idx.size == n:
+            arr = np.fromiter(values, dtype=object, count=n)  # each value as it is (tuples stay tuples)
+        else:
+            if arr is None:
+                arr = np.full(n, None, dtype=object)
+            for i, v in zip(idx.tolist(), values):
+                arr[i] = v
         infos[key] = arr
     mask = infos.get(f"_{key}")
+    if mask is None and idx.size == n:
+        infos[f"_{key}"] = np.ones(n, dtype=np.bool_)
+        return
     if mask is None:
         mask = np.zeros(n, dtype=np.bool_)
     mask[idx] = True

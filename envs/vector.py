@@ -81,7 +81,7 @@ class TokenVectorEnv(AlignmentVectorEnv):
 
     def _check_actions(self, actions: Any) -> np.ndarray:
         arr = np.asarray(actions)
-        if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+        if arr.dtype.kind not in "iu":  # bool is kind "b"
             raise TypeError(
                 f"actions must be integer action indices, got dtype {arr.dtype} (expected int, shape ({self.num_envs},))"
             )
@@ -100,6 +100,7 @@ class TokenVectorEnv(AlignmentVectorEnv):
     ) -> tuple[np.ndarray, np.ndarray]:
         rt, n, P = self.runtime, self.num_envs, self._P
         m = idx.size
+        full = idx is self._all  # every row steps: slices instead of gathers
         tok = rt.tokens_of(actions)
         reward = np.zeros(m, dtype=np.float64)
         if rt.reference_spec is not None:  # KV-cached per row over its episode: O(1) reference work per step
@@ -108,21 +109,29 @@ class TokenVectorEnv(AlignmentVectorEnv):
             ).astype(np.float64)
             put_info(infos, "ref_logprob", n, idx, lp)
             reward += rt.ref_logprob_coef * lp
-        pos = P + self._gen[idx]
+        pos = P + (self._gen if full else self._gen[idx])
         self._ids[idx, pos] = tok
         self._mask[idx, pos] = 1
-        self._gen[idx] += 1
-        gen = self._gen[idx]
+        if full:
+            self._gen += 1
+            gen = self._gen.copy()
+        else:
+            self._gen[idx] += 1
+            gen = self._gen[idx]
         is_eos = tok == rt.eos_id if rt.eos_id is not None else np.zeros(m, dtype=np.bool_)
         fin = is_eos | (gen >= rt.max_new_tokens)
         if rt.stop:
             for j in np.flatnonzero(~fin).tolist():
                 fin[j] = rt.completion_text(self._ids[idx[j], P : P + gen[j]].tolist())[1]
-        f = np.flatnonzero(fin)
         delta = rt.reward_shaping == "delta"
+        if not delta and not np.count_nonzero(fin):  # nobody ends: nothing to score
+            if rt.mask_in_info:
+                put_info(infos, "action_mask", n, idx, self._mask_rows(gen))
+            return reward, fin
+        f = np.flatnonzero(fin)
         scored = np.arange(m) if delta else f
         if scored.size:
-            texts, stopped = self._finish_texts(idx[scored])
+            texts, stopped, ids = self._finish_texts(idx[scored])
             total, comps = self._score(idx[scored], texts)
             total64 = total.astype(np.float64)
             if delta:
@@ -144,6 +153,7 @@ class TokenVectorEnv(AlignmentVectorEnv):
                     total[fpos],
                     {k: v[fpos] for k, v in comps.items()},
                     reasons,
+                    [ids[p] for p in fpos.tolist()],
                 )
         if rt.mask_in_info:
             put_info(infos, "action_mask", n, idx, self._mask_rows(gen))
@@ -246,11 +256,11 @@ class SequenceVectorEnv(AlignmentVectorEnv):
         self._ids[idx, P:] = np.where(written, tokens, rt.tokenizer.pad_id)
         self._mask[idx, P:] = written
         self._gen[idx] = length
-        texts, stopped = self._finish_texts(idx)
+        texts, stopped, ids = self._finish_texts(idx)
         total, comps = self._score(idx, texts)
         reward += total.astype(np.float64)
         reasons = ["stop" if s else ("eos" if e else "length") for s, e in zip(stopped, has_eos.tolist())]
-        self._end_infos(infos, idx, texts, total, comps, reasons)
+        self._end_infos(infos, idx, texts, total, comps, reasons, ids)
         return reward, np.ones(m, dtype=np.bool_)
 
 

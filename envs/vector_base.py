@@ -26,6 +26,7 @@ from aligngym.envs.autoreset import (
 from aligngym.envs.reference import ReferenceKVCache
 from aligngym.envs.runtime import RUNTIME_OPTIONS, VECTOR_ONLY_OPTIONS, TaskRuntime, positive_int
 from aligngym.envs.tasks import Task
+from aligngym.envs.vector_decode import byte_level_decoder
 
 #: above this many (prompt, slot) entries the prompt table is not precomputed (rows are filled one by one)
 _PROMPT_TABLE_MAX = 1 << 22
@@ -142,6 +143,9 @@ class AlignmentVectorEnv(gym.vector.VectorEnv):
         self._mask_early = rt.action_mask(0)  # EOS off while fewer than min_new_tokens were generated
         self._mask_late = rt.action_mask(rt.min_new_tokens)
         self._prompt_table = self._build_prompt_table()
+        self._all = np.arange(n)  # idx of a step or reset of every row (the common case: slices, no gathers)
+        self._all.setflags(write=False)
+        self._decoder = byte_level_decoder(rt.tokenizer.backend, rt.vocab_size)  # None: decode via tokenizers
 
     # -- hooks of the two granularities ----------------------------------------------------------------------------
     def _make_action_space(self) -> spaces.Space[Any]:
@@ -227,22 +231,27 @@ class AlignmentVectorEnv(gym.vector.VectorEnv):
             return
         rt = self.runtime
         n_prompts = len(rt.rows)
+        rows_of = idx.tolist()
         pidx = np.empty(idx.size, dtype=np.int64)
         custom: dict[int, np.ndarray] = {}
-        for j, i in enumerate(idx.tolist()):
+        chosen = "prompt" in options or "prompt_index" in options
+        if not chosen:  # the autoreset path: a prompt drawn with each row's generator
+            rngs, table_rows = self._rngs, rt.rows
+            drawn = [int((rngs[i] or self._rng(i)).integers(n_prompts)) for i in rows_of]
+            pidx[:] = drawn
+            for i, k in zip(rows_of, drawn):
+                self._rows[i] = table_rows[k]
+        for j, i in enumerate(rows_of if chosen else ()):
             if "prompt" in options:
                 row, ids = rt.custom_row(self._per_row_option(options, "prompt", i))
                 self._rows[i] = row
                 custom[j] = ids
                 pidx[j] = -1
                 continue
-            if "prompt_index" in options:
-                k = self._per_row_option(options, "prompt_index", i)
-                if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 0 <= int(k) < n_prompts:
-                    raise ValueError(f"prompt_index {k!r} out of range for {n_prompts} prompts")
-                k = int(k)
-            else:
-                k = int(self._rng(i).integers(n_prompts))
+            k = self._per_row_option(options, "prompt_index", i)
+            if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 0 <= int(k) < n_prompts:
+                raise ValueError(f"prompt_index {k!r} out of range for {n_prompts} prompts")
+            k = int(k)
             pidx[j] = k
             self._rows[i] = rt.rows[k]
         P = self._P
@@ -266,10 +275,10 @@ class AlignmentVectorEnv(gym.vector.VectorEnv):
         self._steps[idx] = 0
         self._ended[idx] = False
         self._prev_score[idx] = 0.0
-        for i in idx.tolist():
+        for i in rows_of:
             self._last_text[i] = ""
         n = self.num_envs
-        put_info(infos, "prompt", n, idx, [self._rows[i]["prompt"] for i in idx.tolist()])
+        put_info(infos, "prompt", n, idx, [self._rows[i]["prompt"] for i in rows_of])
         put_info(infos, "prompt_index", n, idx, pidx)
         if rt.eos_note:
             put_info(infos, "eos_note", n, idx, [rt.eos_note] * idx.size)
@@ -340,32 +349,40 @@ class AlignmentVectorEnv(gym.vector.VectorEnv):
         rewards = np.zeros(n, dtype=np.float64)
         terminated = np.zeros(n, dtype=np.bool_)
         truncated = np.zeros(n, dtype=np.bool_)
+        empty = self._all[:0]
         if mode == "NextStep":
-            reset_idx = np.flatnonzero(self._ended)
-            step_idx = np.flatnonzero(~self._ended) if reset_idx.size else np.arange(n)
+            if np.count_nonzero(self._ended):
+                reset_idx, step_idx = np.flatnonzero(self._ended), np.flatnonzero(~self._ended)
+            else:
+                reset_idx, step_idx = empty, self._all
         elif mode == BATCH:
             if self._ended.all():
-                reset_idx, step_idx = np.arange(n), np.zeros(0, dtype=np.int64)
+                reset_idx, step_idx = self._all, empty
+            elif np.count_nonzero(self._ended):
+                reset_idx, step_idx = empty, np.flatnonzero(~self._ended)
             else:
-                reset_idx, step_idx = np.zeros(0, dtype=np.int64), np.flatnonzero(~self._ended)
+                reset_idx, step_idx = empty, self._all
         else:
             if mode == "Disabled" and self._ended.any():
                 raise RuntimeError(
                     f"rows {np.flatnonzero(self._ended).tolist()} have ended; with autoreset_mode=DISABLED reset "
                     "them first: reset(options={'reset_mask': mask})"
                 )
-            reset_idx, step_idx = np.zeros(0, dtype=np.int64), np.arange(n)
+            reset_idx, step_idx = empty, self._all
         if reset_idx.size:
             self._reset_rows(reset_idx, {}, infos)
         if step_idx.size:
             self._check_range(acts, step_idx)
-            r, term = self._advance(step_idx, acts[step_idx], infos)
-            rewards[step_idx] = r
-            terminated[step_idx] = term
+            if step_idx is self._all:  # every row: no gathers and scatters (the advance returns fresh arrays)
+                rewards, terminated = self._advance(step_idx, acts, infos)
+            else:
+                r, term = self._advance(step_idx, acts[step_idx], infos)
+                rewards[step_idx] = r
+                terminated[step_idx] = term
             if self.max_episode_steps is not None:
                 self._steps[step_idx] += 1
                 truncated[step_idx] = self._steps[step_idx] >= self.max_episode_steps
-        done = terminated | truncated
+        done = terminated | truncated if self.max_episode_steps is not None else terminated.copy()
         if mode == "SameStep" and done.any():
             final_obs = np.full(n, None, dtype=object)
             for i in np.flatnonzero(done).tolist():
@@ -387,7 +404,9 @@ class AlignmentVectorEnv(gym.vector.VectorEnv):
 
     def _check_range(self, actions: np.ndarray, idx: np.ndarray) -> None:
         k = self.runtime.n_actions
-        sub = actions[idx]
+        sub = actions if idx is self._all else actions[idx]
+        if not np.count_nonzero(sub.view(np.uint64) >= k):  # int64 actions: negatives wrap to huge values
+            return
         bad = (sub < 0) | (sub >= k)
         if bad.any():
             rows = idx[bad.reshape(len(idx), -1).any(axis=1)]
@@ -396,12 +415,19 @@ class AlignmentVectorEnv(gym.vector.VectorEnv):
             )
 
     # -- scoring ---------------------------------------------------------------------------------------------------
-    def _finish_texts(self, idx: np.ndarray) -> tuple[list[str], list[bool]]:
-        """Decoded completions of rows ``idx`` (cut at stop strings) and whether a stop string cut them."""
+    def _finish_texts(self, idx: np.ndarray) -> tuple[list[str], list[bool], list[list[int]]]:
+        """Decoded completions of rows ``idx`` (cut at stop strings), whether a stop string cut them, and their ids."""
         rt, P = self.runtime, self._P
-        ids = [self._ids[i, P : P + g].tolist() for i, g in zip(idx.tolist(), self._gen[idx].tolist())]
+        gens = self._gen[idx].tolist()
+        block = self._ids[idx, P : P + max(gens, default=0)].tolist()
+        ids = [row[:g] for row, g in zip(block, gens)]
         # one batched decode of Python-int lists (as TextTokenizer.decode), then runtime.completion_text's stop cut
-        decoded = rt.tokenizer.backend.decode_batch(ids, skip_special_tokens=True)
+        if self._decoder is not None:
+            decoded = self._decoder.decode_batch(ids)
+        else:
+            decoded = rt.tokenizer.backend.decode_batch(ids, skip_special_tokens=True)
+        if not rt.stop:
+            return decoded, [False] * len(decoded), ids
         texts, stopped = [], []
         for text in decoded:
             hit = False
@@ -412,7 +438,7 @@ class AlignmentVectorEnv(gym.vector.VectorEnv):
                     break
             texts.append(text)
             stopped.append(hit)
-        return texts, stopped
+        return texts, stopped, ids
 
     def _chunked(
         self, fn: Any, rows: list[dict[str, Any]], texts: list[str]
@@ -452,20 +478,18 @@ class AlignmentVectorEnv(gym.vector.VectorEnv):
         total: np.ndarray,
         comps: dict[str, np.ndarray],
         reasons: list[str],
+        ids: list[list[int]],
     ) -> None:
-        """The end-of-episode info of rows ``idx`` (as the single env's ``_finish``), gold included."""
-        n, P = self.num_envs, self._P
-        gens = self._gen[idx].tolist()
-        put_info(infos, "prompt", n, idx, [self._rows[i]["prompt"] for i in idx.tolist()])
-        put_info(infos, "prompt_index", n, idx, self._prompt_index[idx].copy())
+        """The end-of-episode info of rows ``idx`` (as the single env's ``_finish``), gold included.
+
+        :param ids: each row's completion token ids (from :meth:`_finish_texts`).
+        """
+        n = self.num_envs
+        rows_of = idx.tolist()
+        put_info(infos, "prompt", n, idx, [self._rows[i]["prompt"] for i in rows_of])
+        put_info(infos, "prompt_index", n, idx, self._prompt_index[idx])
         put_info(infos, "completion", n, idx, texts)
-        put_info(
-            infos,
-            "completion_ids",
-            n,
-            idx,
-            [tuple(self._ids[i, P : P + g].tolist()) for i, g in zip(idx.tolist(), gens)],
-        )
+        put_info(infos, "completion_ids", n, idx, list(map(tuple, ids)))
         put_info(infos, "score", n, idx, total.astype(np.float64))
         put_info(infos, "reward_components", n, idx, {k: v.astype(np.float64) for k, v in comps.items()})
         put_info(infos, "finish_reason", n, idx, reasons)
@@ -473,15 +497,16 @@ class AlignmentVectorEnv(gym.vector.VectorEnv):
         if gold is not None:  # reported, never paid
             put_info(infos, "gold_score", n, idx, gold[0].astype(np.float64))
             put_info(infos, "gold_components", n, idx, {k: v.astype(np.float64) for k, v in gold[1].items()})
-        for i, text in zip(idx.tolist(), texts):
+        for i, text in zip(rows_of, texts):
             self._last_text[i] = text
 
     def _mask_rows(self, gen: np.ndarray) -> np.ndarray:
         """Action masks (bool (len(gen), k)) of rows that have generated ``gen`` tokens (as ``runtime.action_mask``)."""
         out = np.repeat(self._mask_late[None], gen.size, axis=0)
-        early = gen < self.runtime.min_new_tokens
-        if early.any():
-            out[early] = self._mask_early
+        if self.runtime.min_new_tokens:
+            early = gen < self.runtime.min_new_tokens
+            if np.count_nonzero(early):
+                out[early] = self._mask_early
         return out
 
     # -- extras ----------------------------------------------------------------------------------------------------
