@@ -176,12 +176,9 @@ def turn_position(input_ids: np.ndarray, length: int, assistant_sep: Sequence[in
     :param length: attended tokens (``attention_mask.sum()``).
     :param assistant_sep: the env's ``runtime.assistant_sep``.
     """
-    sep = list(assistant_sep)
-    ids = np.asarray(input_ids[:length]).tolist()
-    for start in range(len(ids) - len(sep), -1, -1):
-        if ids[start : start + len(sep)] == sep:
-            return len(ids) - start - len(sep)
-    return 0
+    from aligngym.envs.dialogue_runtime import turn_progress
+
+    return turn_progress(np.asarray(input_ids)[:length], assistant_sep)[1]
 
 
 @dataclasses.dataclass

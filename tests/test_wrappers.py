@@ -72,8 +72,6 @@ def test_wrapper_passes_both_checkers_and_stays_in_its_space(
     env_id: str, kind: str, embedders: dict[str, ObservationEmbedder]
 ) -> None:
     base = gym.make(env_id, **env_kwargs(env_id, max_new_tokens=4))
-    if kind == "embedding" and getattr(base.unwrapped.runtime, "max_prompt_tokens", None) is None:
-        pytest.skip("multi-turn ids have no prompt slot: the embedding observation is single-turn only")
     env = wrap(kind, base, embedders)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*different from the unwrapped version.*")
@@ -292,3 +290,29 @@ def test_ppo_mlp_on_flat_observation_beats_random_on_target() -> None:
     random_score = evaluate(RandomAgent(plain), plain, deterministic=False)["mean_score"]
     trained = evaluate(agent, FlatTokenObservation(gym.make(TARGET)))["mean_score"]
     assert trained >= random_score + 0.15, (trained, random_score)
+
+
+# -- embedding observation on multi-turn ids ------------------------------------------------------------------------
+def test_multi_turn_embedding_splits_at_the_last_assistant_separator_and_counts_turns() -> None:
+    table = np.random.default_rng(0).normal(size=(8192, 8)).astype(np.float32)
+    base = gym.make("aligngym/Dialogue-Token-v0", turn_scorer="length", max_turn_tokens=3, max_turns=2)
+    env = EmbeddingObservation(base, input_embeddings=table, normalize=False)
+    emb = env.embedder
+    assert env.observation_space.shape == (2 * 8 + 2,)
+    obs, _ = env.reset(seed=0)
+    history = base.unwrapped._obs()["input_ids"][: int(base.unwrapped._obs()["attention_mask"].sum())]
+    np.testing.assert_allclose(obs[:8], table[history].mean(0), rtol=1e-5)  # the whole history so far
+    np.testing.assert_array_equal(obs[8:16], 0.0)  # no assistant token yet
+    np.testing.assert_allclose(obs[-2:], [1.0, 1.0])
+    obs, *_ = env.step(int(np.flatnonzero(base.unwrapped.action_masks())[5]))
+    raw = base.unwrapped._obs()
+    last = raw["input_ids"][int(raw["attention_mask"].sum()) - 1]
+    np.testing.assert_allclose(obs[8:16], table[[last]].mean(0), rtol=1e-5)  # the turn in progress
+    np.testing.assert_allclose(obs[-2:], [2 / 3, 1.0])
+    done = False
+    while not done:  # finish turn 1
+        obs, _, done, _, info = env.step(int(np.flatnonzero(base.unwrapped.action_masks())[5]))
+        if info.get("turn") == 1:
+            break
+    np.testing.assert_allclose(obs[-2:], [1.0, 0.5])  # a fresh turn, one of two turns left
+    assert emb.multi_turn and env.observation_space.contains(obs)
