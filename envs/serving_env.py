@@ -81,7 +81,9 @@ class PromptObservation(Observation):
     """What the client sees: the prompt, the completion so far and, when ``done``, its score and components.
 
     ``reward`` and ``done`` are OpenEnv's own fields; ``metadata`` is not sent by openenv-core, so everything a client
-    needs is a declared field here.
+    needs is a declared field here. When ``done`` and the served env has a gold scorer (the task's default, or the
+    ``gold`` env option), ``gold_score`` and ``gold_components`` carry its judgement of the completion: reported for
+    monitoring, never part of ``reward`` (``None`` / ``{}`` before the end and for envs served with ``gold=False``).
     """
 
     env_id: str = ""
@@ -94,6 +96,8 @@ class PromptObservation(Observation):
     completion_ids: list[int] = Field(default_factory=list)
     score: float | None = None
     reward_components: dict[str, float] = Field(default_factory=dict)
+    gold_score: float | None = None
+    gold_components: dict[str, float] = Field(default_factory=dict)
     ref_logprob: float | None = None
     finish_reason: str | None = None
     num_actions: int = 0
@@ -110,6 +114,7 @@ class EpisodeState(State):
     completion: str = ""
     done: bool = False
     score: float | None = None
+    gold_score: float | None = None
 
 
 # -- the environment ------------------------------------------------------------------------------------------------
@@ -144,7 +149,8 @@ class EnvTemplate:
             raise TypeError(
                 f"{env_id!r} is not an aligngym env (got {type(base).__name__}); serve an aligngym/... id"
             )
-        _ = base.runtime.scorer  # build the scorer now, once, before sessions share it
+        _ = base.runtime.scorer  # build the scorers now, once, before sessions share them
+        _ = base.runtime.gold_scorer
         self.base = base
         self.granularity: Literal["token", "sequence"] = "token" if isinstance(base, TokenEnv) else "sequence"
         spec = gym.spec(env_id)
@@ -208,6 +214,7 @@ class AlignGymEnvironment(Environment[CompletionAction, PromptObservation, Episo
         self._completion = ""
         self._completion_ids: list[int] = []
         self._score: float | None = None
+        self._gold: float | None = None
         self._prompt_ids: list[int] = []
 
     # -- protocol ----------------------------------------------------------------------------------------------------
@@ -238,7 +245,7 @@ class AlignGymEnvironment(Environment[CompletionAction, PromptObservation, Episo
         self._prompt_ids = [int(t) for t in obs["input_ids"][head][obs["attention_mask"][head] == 1]]
         self._started, self._done, self._steps = True, False, 0
         self._episode_id = episode_id or uuid.uuid4().hex
-        self._completion, self._completion_ids, self._score = "", [], None
+        self._completion, self._completion_ids, self._score, self._gold = "", [], None, None
         return self._observation(reward=None)
 
     def step(
@@ -289,6 +296,7 @@ class AlignGymEnvironment(Environment[CompletionAction, PromptObservation, Episo
             completion=self._completion,
             done=self._done,
             score=self._score,
+            gold_score=self._gold,
         )
 
     def get_metadata(self) -> EnvironmentMetadata:
@@ -409,23 +417,31 @@ class AlignGymEnvironment(Environment[CompletionAction, PromptObservation, Episo
                 ids = rt.tokenizer.encode(text)
                 break
         total, comps = rt.score([row], [text])
+        gold = rt.gold([row], [text], proxy=(total, comps))
         self._done = True
         self._completion_ids = ids
-        info = {
+        result: dict[str, Any] = {
             "completion": text,
             "score": float(total[0]),
             "reward_components": {k: float(v[0]) for k, v in comps.items()},
             "finish_reason": finish,
         }
-        return self._finished(info, reward=float(total[0]), unused=0)
+        if gold is not None:  # as the gym env reports it: beside the reward, never in it
+            result["gold_score"] = float(gold[0][0])
+            result["gold_components"] = {k: float(v[0]) for k, v in gold[1].items()}
+        return self._finished(result, reward=float(total[0]), unused=0)
 
     def _finished(self, info: Mapping[str, Any], *, reward: float, unused: int) -> PromptObservation:
         self._completion = str(info["completion"])
         self._score = float(info["score"])
+        gold = info.get("gold_score")
+        self._gold = None if gold is None else float(gold)
         return self._observation(
             reward=reward,
             score=self._score,
             components=dict(info["reward_components"]),
+            gold_score=self._gold,
+            gold_components=dict(info.get("gold_components") or {}),
             finish_reason=str(info["finish_reason"]),
             ref_logprob=info.get("ref_logprob"),
             unused=unused,
@@ -437,6 +453,8 @@ class AlignGymEnvironment(Environment[CompletionAction, PromptObservation, Episo
         reward: float | None,
         score: float | None = None,
         components: dict[str, float] | None = None,
+        gold_score: float | None = None,
+        gold_components: dict[str, float] | None = None,
         finish_reason: str | None = None,
         ref_logprob: float | None = None,
         unused: int = 0,
@@ -456,6 +474,8 @@ class AlignGymEnvironment(Environment[CompletionAction, PromptObservation, Episo
             completion_ids=self._completion_ids,
             score=score,
             reward_components=components or {},
+            gold_score=gold_score,
+            gold_components=gold_components or {},
             ref_logprob=None if ref_logprob is None else float(ref_logprob),
             finish_reason=finish_reason,
             num_actions=rt.n_actions,
