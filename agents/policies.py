@@ -345,6 +345,7 @@ class CausalLMPolicy(nn.Module):
             of the same states when ``with_values``.
         """
         self._check_pair(prompt_ids, prompt_mask)
+        prompt_ids, prompt_mask = trim_left_padding(prompt_ids, prompt_mask)
         t = actions.shape[1]
         tokens = self.action_ids[actions] if self.action_ids is not None else actions
         ids = torch.cat([prompt_ids, tokens.long()], dim=1)
@@ -368,7 +369,15 @@ class CausalLMPolicy(nn.Module):
 
         :param action_masks: bool (T, k) or (B, T, k) valid actions per step (invalid ones get probability 0).
         :returns: ``(logprobs (B, T), values (B, T) or None, entropy (B, T))``, float32, 0 where the mask is 0.
+
+        Steps after every row's last completion token are not run (they are 0 whatever their logits).
         """
+        full_t = actions.shape[1]
+        t = max(used_steps(completion_mask), 1)
+        if t < full_t:  # causal: dropping later steps leaves the earlier logits as they are
+            actions, completion_mask = actions[:, :t], completion_mask[:, :t]
+            if action_masks is not None and action_masks.dim() >= 2 and action_masks.shape[-2] == full_t:
+                action_masks = action_masks[..., :t, :]
         logits, values = self.completion_logits(
             prompt_ids, prompt_mask, actions, completion_mask, with_values
         )
@@ -380,7 +389,15 @@ class CausalLMPolicy(nn.Module):
         logp = logp_all.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
         entropy = -(logp_all.exp() * logp_all).sum(-1)
         m = completion_mask.to(logp.dtype)
-        return logp * m, (values * m if values is not None else None), entropy * m
+        out = logp * m, (values * m if values is not None else None), entropy * m
+        if t < full_t:
+            pad = (0, full_t - t)
+            return (
+                torch.nn.functional.pad(out[0], pad),
+                None if out[1] is None else torch.nn.functional.pad(out[1], pad),
+                torch.nn.functional.pad(out[2], pad),
+            )
+        return out
 
     # -- KV-cached decoding ----------------------------------------------------------------------------------------
     def begin(
@@ -388,6 +405,7 @@ class CausalLMPolicy(nn.Module):
     ) -> DecodeState:
         """Run the (left-padded) prompts once and keep the KV cache: the first step of a decode."""
         self._check_pair(prompt_ids, prompt_mask)
+        prompt_ids, prompt_mask = trim_left_padding(prompt_ids, prompt_mask)
         mask = prompt_mask.long()
         logits, hidden, past = self._run(prompt_ids, mask, use_cache=True, logits_to_keep=1)
         values = self._value(hidden[:, -1]) if with_values else None
@@ -520,9 +538,39 @@ class CausalLMPolicy(nn.Module):
         return policy
 
 
+def trim_left_padding(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``ids``, ``mask`` (B, L) without the leading columns that no row attends (left padding common to all rows).
+
+    Nothing attends those columns and positions count attended tokens only, so every output is unchanged; a batch of
+    short prompts in a wide prompt slot runs on its own width. A mask with no attended token is returned as is.
+    """
+    seen = mask.bool().any(0)
+    if mask.shape[1] == 0 or bool(seen[0]) or not bool(seen.any()):
+        return ids, mask
+    first = int(seen.long().argmax())
+    return ids[:, first:], mask[:, first:]
+
+
+def used_steps(mask: torch.Tensor) -> int:
+    """1 + the last column of ``mask`` (B, T) that any row has set (0 for an all-zero mask)."""
+    seen = mask.bool().any(0)
+    if not bool(seen.any()):
+        return 0
+    return int(seen.shape[0] - int(seen.flip(0).long().argmax()))
+
+
 def _max_positions(model: Any) -> int:
     cfg = model.config
     return int(getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None) or 1 << 30)
 
 
-__all__ = ["POLICY_FILE", "VALUE_HEAD_FILE", "CausalLMPolicy", "GRUPolicy", "check_vocab", "tiny_causal_lm"]
+__all__ = [
+    "POLICY_FILE",
+    "VALUE_HEAD_FILE",
+    "CausalLMPolicy",
+    "GRUPolicy",
+    "check_vocab",
+    "tiny_causal_lm",
+    "trim_left_padding",
+    "used_steps",
+]
