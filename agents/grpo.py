@@ -38,6 +38,10 @@ class GRPOConfig(LMAgentConfig, AgentConfig):
     :param beta: weight of the per-token KL to the reference (k3 estimator); 0 skips the reference forward.
     :param advantage: ``"group"`` ((r - mean_g) / (std_g + eps), GRPO), ``"rloo"`` (r - mean of the other G-1:
         REINFORCE leave-one-out) or ``"mean"`` (r - mean_g: REINFORCE with a group-mean baseline).
+    :param novelty_coef: weight of the batch novelty penalty against cross-prompt mode collapse: each completion's
+        reward is lowered by ``novelty_coef`` x :func:`aligngym.agents.ppo.batch_overlap` (the largest share of its
+        bigrams found in one completion of another prompt in the same batch) before the group advantages; the env's
+        score is unchanged; 0: off.
     :param max_grad_norm: gradient clipping (0: off).
     :param temperature: sampling temperature of the completions (log-probs are of the tempered policy).
     :param top_k: top-k filtering of the completions (0: off).
@@ -54,6 +58,7 @@ class GRPOConfig(LMAgentConfig, AgentConfig):
     clip_range: float = 0.2
     beta: float = 0.04
     advantage: str = "group"
+    novelty_coef: float = 0.0
     max_grad_norm: float = 1.0
     temperature: float = 1.0
     top_k: int = 0
@@ -75,6 +80,8 @@ class GRPOConfig(LMAgentConfig, AgentConfig):
         for name in ("prompts_per_update", "n_epochs"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.novelty_coef < 0:
+            raise ValueError(f"novelty_coef must be >= 0, got {self.novelty_coef}")
         if self.beta < 0 or self.learning_rate <= 0:
             raise ValueError(
                 f"beta must be >= 0 and learning_rate > 0, got {self.beta}, {self.learning_rate}"
@@ -265,6 +272,15 @@ class GRPOAgent(LMAgent):
         amp = autocast_context(self.device, cfg.mixed_precision)
         mask = batch["mask"].float()
         rewards = torch.as_tensor(batch["rewards"], device=self.device)
+        overlap = None
+        if cfg.novelty_coef > 0:
+            from aligngym.agents.ppo import batch_overlap
+
+            overlap = batch_overlap(
+                batch["actions"], batch["mask"], batch["prompt_ids"], batch["prompt_mask"], self.eos_action
+            )
+            penalty = torch.as_tensor(cfg.novelty_coef * overlap, dtype=rewards.dtype, device=self.device)
+            rewards = rewards - penalty.reshape(rewards.shape)
         adv = group_advantages(rewards, cfg.advantage).reshape(-1, 1)
         lengths = mask.sum(-1).clamp(min=1.0)
         with torch.no_grad(), amp:
@@ -312,6 +328,7 @@ class GRPOAgent(LMAgent):
             "losses/clipfrac": float(np.mean(stats["clipfrac"])),
             "charts/kl": float(np.mean(stats["kl"])),
             "charts/reward_std": float(batch["rewards"].std(-1).mean()),
+            **({"charts/batch_overlap": float(overlap.mean())} if overlap is not None else {}),
         }
 
 

@@ -22,6 +22,9 @@ from aligngym.agents.lm_agent import LMAgent, LMAgentConfig, autocast_context
 from aligngym.agents.sampling import process_logits, sample_actions
 from aligngym.agents.vector_envs import autoreset_mode, info_value
 
+#: the values of :attr:`PPOConfig.kl_penalty`
+KL_PENALTIES = ("reward", "full", "loss")
+
 
 @dataclasses.dataclass
 class PPOConfig(LMAgentConfig, AgentConfig):
@@ -43,6 +46,17 @@ class PPOConfig(LMAgentConfig, AgentConfig):
     :param adaptive_kl: adapt beta toward ``target_kl`` (Ziegler et al.: beta *= 1 + clip(KL/target - 1, +-0.2) * n/horizon).
     :param target_kl: target of the mean per-episode KL (nats, summed over tokens).
     :param kl_horizon: horizon (episodes) of the adaptive controller.
+    :param kl_penalty: how beta * KL(pi || ref) enters the objective: ``"reward"`` (Ziegler et al., TRL: each
+        token's reward less beta * (log pi - log ref) of the sampled token), ``"full"`` (each token's reward less
+        beta * the exact KL of the whole next-token distribution at that state, summed over the vocabulary: the
+        same expectation with no sampling noise) or ``"loss"`` (the score alone is the reward, and beta * the
+        exact per-state KL of the current policy, averaged over the completion tokens, is added to the loss and
+        differentiated, as in GRPO: every visited state is pulled toward the reference, also where the reward does
+        not care).
+    :param novelty_coef: weight of a batch novelty penalty against cross-prompt mode collapse: each episode's last
+        reward is lowered by ``novelty_coef`` x :func:`batch_overlap` (the largest share of its completion's bigrams
+        found in one completion of another prompt in the same rollout batch; 1 for a sentence repeated verbatim
+        after another prompt). The env's score is unchanged (logs and evaluation see the score); 0: off.
     :param whiten_advantages: standardize advantages over the batch.
     :param temperature: sampling temperature of the rollouts (log-probs are of the tempered policy).
     :param sft_steps: supervised warm start before the first rollout (RL4LMs' supervised + PPO): this many SFT steps
@@ -66,6 +80,8 @@ class PPOConfig(LMAgentConfig, AgentConfig):
     adaptive_kl: bool = True
     target_kl: float = 2.0
     kl_horizon: int = 2000
+    kl_penalty: str = "reward"
+    novelty_coef: float = 0.0
     whiten_advantages: bool = True
     temperature: float = 1.0
     sft_steps: int = 0
@@ -85,6 +101,10 @@ class PPOConfig(LMAgentConfig, AgentConfig):
             )
         if not 0.0 <= self.gamma <= 1.0 or not 0.0 <= self.gae_lambda <= 1.0:
             raise ValueError(f"gamma and gae_lambda must be in [0, 1], got {self.gamma}, {self.gae_lambda}")
+        if self.novelty_coef < 0:
+            raise ValueError(f"novelty_coef must be >= 0, got {self.novelty_coef}")
+        if self.kl_penalty not in KL_PENALTIES:
+            raise ValueError(f"kl_penalty must be one of {KL_PENALTIES}, got {self.kl_penalty!r}")
         if self.init_kl_coef < 0 or self.target_kl <= 0:
             raise ValueError(
                 f"init_kl_coef must be >= 0 and target_kl > 0, got {self.init_kl_coef}, {self.target_kl}"
@@ -147,6 +167,61 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x - mean) * torch.rsqrt(var + 1e-8) * mask.to(x.dtype)
 
 
+def full_kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) of each next-token distribution, summed over the last axis, from log-probabilities.
+
+    Actions outside the valid set have (nearly) zero probability under both and add nothing.
+
+    :param log_p: float (..., V) log-probabilities of the policy.
+    :param log_q: float (..., V) log-probabilities of the reference, same shape.
+    :returns: float (...), >= 0.
+    """
+    if log_p.shape != log_q.shape:
+        raise ValueError(
+            f"log_p and log_q must have the same shape, got {tuple(log_p.shape)} and {tuple(log_q.shape)}"
+        )
+    return (log_p.exp() * (log_p - log_q)).sum(-1).clamp(min=0.0)
+
+
+def batch_overlap(
+    actions: torch.Tensor,
+    mask: torch.Tensor,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    eos_action: int | None,
+) -> np.ndarray:
+    """For each completion, the largest share of its bigrams that one completion of another prompt also contains.
+
+    Completions are the masked actions without EOS; one with a single token is compared by its unigram, an empty
+    one scores 0. Rows with the same prompt (same ids under the same mask) are not compared with each other: a
+    prompt may have one good answer, a sentence reused after every prompt is the collapse this measures.
+
+    :param actions: (B, T) action ids.
+    :param mask: (B, T), 1 on each completion's tokens.
+    :param prompt_ids: (B, P) prompt ids.
+    :param prompt_mask: (B, P) prompt attention mask.
+    :param eos_action: the EOS action (dropped), or ``None``.
+    :returns: float (B,) in [0, 1].
+    """
+    acts, m = actions.cpu().numpy(), mask.cpu().numpy().astype(bool)
+    pids = (prompt_ids * prompt_mask).cpu().numpy()
+    prompts = [p.tobytes() for p in pids]
+    grams: list[set[tuple[int, ...]]] = []
+    for row, keep in zip(acts, m):
+        toks = [int(a) for a in row[keep] if eos_action is None or int(a) != eos_action]
+        n = 2 if len(toks) >= 2 else 1
+        grams.append({tuple(toks[i : i + n]) for i in range(len(toks) - n + 1)})
+    out = np.zeros(len(grams))
+    for i, gi in enumerate(grams):
+        if not gi:
+            continue
+        best = max(
+            (len(gi & gj) for j, gj in enumerate(grams) if j != i and prompts[j] != prompts[i]), default=0
+        )
+        out[i] = best / len(gi)
+    return out
+
+
 def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
     """1 - Var[returns - values] / Var[returns] over the masked tokens (CleanRL's ``losses/explained_variance``);
     NaN when the returns do not vary."""
@@ -179,6 +254,9 @@ class PPOAgent(LMAgent):
     needs_value = True
 
     def __init__(self, env: Any, config: PPOConfig | None = None) -> None:
+        from aligngym.agents.multiturn import require_single_turn
+
+        require_single_turn(env, "PPOAgent", "MultiTurnPPOAgent")
         super().__init__(env, config)
         self.config: PPOConfig
         if "completion_len" in self.signature or "n_actions" not in self.signature:
@@ -301,6 +379,36 @@ class PPOAgent(LMAgent):
             with_values=with_values,
         )
 
+    def _distributions(
+        self, model: Any, batch: dict[str, Any], idx: Any, with_values: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """As :meth:`_logprobs` (same masking and temperature), plus the whole next-token log-distribution.
+
+        :returns: ``(logprobs (B, T), values (B, T) or None, entropy (B, T), log_dist (B, T, n_actions))``; the
+            first three are 0 where the mask is 0, ``log_dist`` is not masked.
+        """
+        actions, m = batch["actions"][idx], batch["mask"][idx]
+        logits, values = model.completion_logits(
+            batch["prompt_ids"][idx], batch["prompt_mask"][idx], actions, m, with_values
+        )
+        if self.config.temperature != 1.0:
+            logits = logits / self.config.temperature
+        valid = self.step_masks[: actions.shape[1]].bool()
+        log_dist = torch.log_softmax(logits.masked_fill(~valid, torch.finfo(logits.dtype).min), dim=-1)
+        logp = log_dist.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+        entropy = -(log_dist.exp() * log_dist).sum(-1)
+        mf = m.to(logp.dtype)
+        return logp * mf, (values * mf if values is not None else None), entropy * mf, log_dist
+
+    def _forward(
+        self, model: Any, batch: dict[str, Any], idx: Any, with_values: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
+        """Log-probs, values, entropy, and the log-distribution when the KL penalty needs it (else ``None``)."""
+        if self.config.kl_penalty == "reward":
+            logp, values, entropy = self._logprobs(model, batch, idx, with_values)
+            return logp, values, entropy, None
+        return self._distributions(model, batch, idx, with_values)
+
     def update(self, batch: dict[str, Any]) -> dict[str, float]:
         """KL-penalised rewards, GAE, and ``n_epochs`` of clipped PPO minibatch steps on one rollout batch."""
         cfg = self.config
@@ -310,17 +418,36 @@ class PPOAgent(LMAgent):
         amp = autocast_context(self.device, cfg.mixed_precision)
         assert self.reference is not None and self.optimizer is not None
         with torch.no_grad(), amp:
-            old_logp, old_values, _ = self._logprobs(self.policy, batch, everything, with_values=True)
-            ref_logp, _, _ = self._logprobs(self.reference, batch, everything, with_values=False)
+            old_logp, old_values, _, old_dist = self._forward(
+                self.policy, batch, everything, with_values=True
+            )
+            ref_logp, _, _, ref_dist = self._forward(self.reference, batch, everything, with_values=False)
         assert old_values is not None
-        kl_tokens = (old_logp - ref_logp) * mask
+        kl_tokens = (old_logp - ref_logp) * mask  # the sampled estimate: what the controller and the logs see
         beta = self.kl_ctl.value
-        rewards = batch["rewards"] - beta * kl_tokens
+        if cfg.kl_penalty == "reward":
+            rewards = batch["rewards"] - beta * kl_tokens
+        elif cfg.kl_penalty == "full":
+            assert old_dist is not None and ref_dist is not None
+            rewards = batch["rewards"] - beta * full_kl(old_dist, ref_dist) * mask
+        else:
+            rewards = batch["rewards"]
+        overlap = None
+        if cfg.novelty_coef > 0:
+            overlap = batch_overlap(
+                batch["actions"], mask, batch["prompt_ids"], batch["prompt_mask"], self.eos_action
+            )
+            last = (mask.sum(-1) - 1).clamp(min=0)
+            bonus = torch.zeros_like(rewards)
+            bonus[torch.arange(n, device=self.device), last] = torch.as_tensor(
+                -cfg.novelty_coef * overlap, dtype=rewards.dtype, device=self.device
+            )
+            rewards = rewards + bonus * mask
         adv, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.gae_lambda)
         if cfg.whiten_advantages:
             adv = masked_whiten(adv, mask)
         stats: dict[str, list[float]] = {
-            k: [] for k in ("policy_loss", "value_loss", "approx_kl", "clipfrac", "entropy")
+            k: [] for k in ("policy_loss", "value_loss", "approx_kl", "clipfrac", "entropy", "kl_loss")
         }
         for _ in range(cfg.n_epochs):
             order = torch.as_tensor(self.rng.permutation(n), device=self.device)
@@ -328,7 +455,7 @@ class PPOAgent(LMAgent):
                 idx = order[start : start + cfg.minibatch_size]
                 m = mask[idx]
                 with amp:
-                    logp, values, entropy = self._logprobs(self.policy, batch, idx, with_values=True)
+                    logp, values, entropy, dist = self._forward(self.policy, batch, idx, with_values=True)
                 assert values is not None
                 log_ratio = (logp - old_logp[idx]) * m
                 ratio = torch.exp(log_ratio)
@@ -345,6 +472,11 @@ class PPOAgent(LMAgent):
                 value_loss = 0.5 * masked_mean(v_err, m)
                 ent = masked_mean(entropy, m)
                 loss = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * ent
+                if cfg.kl_penalty == "loss":
+                    assert dist is not None and ref_dist is not None
+                    kl_loss = masked_mean(full_kl(dist, ref_dist[idx]), m)
+                    loss = loss + beta * kl_loss
+                    stats["kl_loss"].append(float(kl_loss.detach()))
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.max_grad_norm > 0:
@@ -361,11 +493,13 @@ class PPOAgent(LMAgent):
         kl = float(kl_tokens.sum(-1).mean())
         self.kl_ctl.update(kl, n)
         self.num_updates += 1
-        out = {f"losses/{k}": float(np.mean(v)) for k, v in stats.items()}
+        out = {f"losses/{k}": float(np.mean(v)) for k, v in stats.items() if v}
         out["losses/explained_variance"] = explained_variance(old_values, returns, mask)
         out["charts/kl"] = kl
         out["charts/kl_coef"] = beta
         out["charts/non_score_reward"] = float((-beta * kl_tokens).sum(-1).mean())
+        if overlap is not None:
+            out["charts/batch_overlap"] = float(overlap.mean())
         return out
 
     # -- checkpoints -----------------------------------------------------------------------------------------------

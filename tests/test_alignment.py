@@ -14,7 +14,8 @@ import torch
 
 import aligngym.envs  # noqa: F401  (registers the ids)
 from aligngym.agents.grpo import GRPOAgent, GRPOConfig
-from aligngym.agents.ppo import PPOAgent, PPOConfig
+from aligngym.agents.policies import tiny_causal_lm
+from aligngym.agents.ppo import PPOAgent, PPOConfig, batch_overlap, full_kl
 from aligngym.agents.sft import SFTAgent, SFTAgentConfig, demonstrations
 from aligngym.benchmarks.agents import get_agent_spec, make_agent
 from aligngym.benchmarks.run import EpisodeInfoRecorder, evaluate_point
@@ -107,6 +108,82 @@ def test_warm_start_config_is_checked():
         PPOConfig(sft_steps=-1)
     with pytest.raises(ValueError, match="sft_learning_rate"):
         GRPOConfig(sft_learning_rate=0.0)
+
+
+# -- PPO's KL penalty forms and the batch novelty penalty (fast) --------------------------------------------------------
+def test_full_kl_on_known_distributions():
+    p = torch.log(torch.tensor([[0.5, 0.5, 0.0], [1.0, 0.0, 0.0]]).clamp(min=1e-30))
+    q = torch.log(torch.tensor([[0.25, 0.75, 0.0], [0.5, 0.5, 0.0]]).clamp(min=1e-30))
+    expected = [0.5 * np.log(2.0) + 0.5 * np.log(0.5 / 0.75), np.log(2.0)]
+    torch.testing.assert_close(full_kl(p, q), torch.tensor(expected, dtype=torch.float32))
+    torch.testing.assert_close(full_kl(p, p), torch.zeros(2))
+    with pytest.raises(ValueError, match="same shape"):
+        full_kl(p, q[:, :2])
+
+
+def test_batch_overlap_scores_sentences_repeated_after_other_prompts():
+    eos = 0
+    actions = torch.tensor(
+        [[1, 2, 3, 0], [1, 2, 3, 9], [5, 6, 7, 9], [1, 2, 3, 0], [4, 0, 9, 9], [0, 9, 9, 9]]
+    )
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]])
+    prompts = torch.tensor([[1], [2], [3], [1], [4], [5]])
+    out = batch_overlap(actions, mask, prompts, torch.ones_like(prompts), eos)
+    # rows 0 and 3 share a prompt (not compared with each other) but both repeat row 1 verbatim; row 2 (5 6) shares
+    # nothing; row 4 is one token (its unigram, 4, is nowhere else); row 5 is empty (EOS alone)
+    np.testing.assert_allclose(out, [1.0, 1.0, 0.0, 1.0, 0.0, 0.0])
+    half = batch_overlap(
+        torch.tensor([[1, 2, 3], [1, 2, 7]]),
+        torch.ones(2, 3),
+        torch.tensor([[1], [2]]),
+        torch.ones(2, 1),
+        None,
+    )
+    np.testing.assert_allclose(half, [0.5, 0.5])  # one of two bigrams shared
+
+
+@pytest.mark.parametrize("kl_penalty", ["full", "loss"])
+def test_ppo_kl_penalty_forms_and_novelty_run_and_log(kl_penalty):
+    env = gym.make("aligngym/Sentiment-Token-v0", max_new_tokens=5)
+    rt = runtime_of(env)
+    cfg = PPOConfig(
+        policy=tiny_causal_lm(rt.vocab_size, eos_token_id=rt.eos_id, seed=0),
+        num_envs=4,
+        minibatch_size=2,
+        n_epochs=1,
+        device="cpu",
+        seed=0,
+        kl_penalty=kl_penalty,
+        novelty_coef=0.5,
+    )
+    agent = PPOAgent(env, cfg)
+    agent.learn(20)
+    last = agent.logger.history[-1]
+    assert np.isfinite(last["losses/policy_loss"]) and 0.0 <= last["charts/batch_overlap"] <= 1.0
+    assert ("losses/kl_loss" in last) == (kl_penalty == "loss")
+    with pytest.raises(ValueError, match="kl_penalty"):
+        PPOConfig(kl_penalty="sampled")
+    with pytest.raises(ValueError, match="novelty_coef"):
+        PPOConfig(novelty_coef=-0.1)
+
+
+def test_ppo_distribution_path_matches_the_log_prob_path():
+    """With the policy equal to the reference the exact penalty is 0, and the distribution path gives the same
+    log-probs, entropy and values as the plain path (one masking and temperature rule)."""
+    env = gym.make("aligngym/Sentiment-Token-v0", max_new_tokens=4)
+    rt = runtime_of(env)
+    model = tiny_causal_lm(rt.vocab_size, eos_token_id=rt.eos_id, seed=0)
+    agent = PPOAgent(env, PPOConfig(policy=model, num_envs=3, device="cpu", seed=0, temperature=0.7))
+    batch = agent.collect(agent._vector_env())
+    everything = slice(None)
+    plain = agent._logprobs(agent.policy, batch, everything, with_values=True)
+    logp, values, entropy, dist = agent._distributions(agent.policy, batch, everything, with_values=True)
+    for a, b in zip(plain, (logp, values, entropy)):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(torch.exp(dist).sum(-1), torch.ones(dist.shape[:2]))
+    ref = agent._distributions(agent.reference, batch, everything, with_values=False)[3]
+    # the reference starts as a copy of the policy
+    assert float(full_kl(dist, ref).detach().abs().max()) < 1e-5
 
 
 # -- issue 22, item 2: thresholds on the test split at fixed seeds (slow) ----------------------------------------------
