@@ -68,6 +68,20 @@ def build_agents(
     return {"grpo": grpo, "ppo": ppo}
 
 
+def grpo_vector_env(agent: Any) -> Any:
+    """The native vector env of all P x G rows of a GRPO update (one env step scores the whole batch, as
+    ``GRPOAgent.collect`` does with it), on the agent's task and options, no gold scorer."""
+    rt, cfg = agent.runtime, agent.config
+    n = cfg.prompts_per_update * cfg.num_generations
+    return gym.make_vec(
+        f"aligngym/{TASK}-Sequence-v0",
+        num_envs=n,
+        scorer="sentiment",
+        gold=False,
+        max_new_tokens=rt.max_new_tokens,
+    )
+
+
 def agent_update(agent: Any, venv: Any, device: str, rep: int = 0) -> Sample:
     """One ``collect`` + ``update`` of ``agent``; work = completions (episodes) in the batch."""
     from aligngym.benchmarks.throughput_lm import _sync
@@ -167,7 +181,7 @@ def bench_agents(
     agents = build_agents(
         prompts, generations, max_new_tokens, policy=policy, beta=beta, device=device, seed=seed
     )
-    venvs = {name: a._vector_env() for name, a in agents.items()}
+    venvs = {name: grpo_vector_env(a) if name == "grpo" else a._vector_env() for name, a in agents.items()}
     ours: dict[str, Callable[[int], Sample]] = {
         f"{name}_update": partial(agent_update, a, venvs[name], device) for name, a in agents.items()
     }
@@ -268,7 +282,7 @@ def format_agents(r: dict[str, Any], clock: str) -> list[str]:
         "|---|---:|---:|---:|",
     ]
     label = {
-        "grpo_update": "aligngym `GRPOAgent` (collect + update)",
+        "grpo_update": "aligngym `GRPOAgent` (collect + update, one env step of P x G rows)",
         "ppo_update": "aligngym `PPOAgent` (collect + update, 4 epochs)",
         "trl_grpo_trainer": f"TRL {r['trl']} `GRPOTrainer` step",
     }
@@ -289,7 +303,15 @@ def format_agents(r: dict[str, Any], clock: str) -> list[str]:
     return lines
 
 
-__all__ = ["AGENT_TARGETS", "agent_update", "bench_agents", "build_agents", "format_agents", "peak_memory_mb"]
+__all__ = [
+    "AGENT_TARGETS",
+    "agent_update",
+    "bench_agents",
+    "build_agents",
+    "format_agents",
+    "grpo_vector_env",
+    "peak_memory_mb",
+]
 
 
 if __name__ == "__main__":  # a quick look: python -m aligngym.benchmarks.throughput_agents
