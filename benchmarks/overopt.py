@@ -2,14 +2,16 @@
 
 Best-of-n samples N completions per held-out prompt from the shipped reference LM, keeps the proxy's best of n
 (unbiased estimator over the N samples) and uses the analytic KL ``log n - (n - 1) / n``; RL runs (PPO at several
-fixed KL coefficients) measure KL on their evaluation completions. Both are fitted with the paper's forms
-(best-of-n ``d (alpha - beta d)``, RL ``d (alpha - beta log d)``) and written as JSON, CSV, Markdown and PNG.
+fixed KL coefficients, :mod:`aligngym.benchmarks.overopt_rl`) measure KL on their evaluation completions. Both are
+fitted with the paper's forms (best-of-n ``d (alpha - beta d)``, RL ``d (alpha - beta log d)``) and written as JSON,
+CSV, Markdown and PNG.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -196,6 +198,18 @@ def test_prompts(task: str, n_prompts: int | None = None) -> tuple[list[str], di
     return [r["prompt"] for r in rows], {k: [r.get(k) for r in rows] for k in keys}
 
 
+def _read_cache(
+    cache: str | Path | None, key: Mapping[str, Any]
+) -> tuple[list[list[str]], np.ndarray] | None:
+    """The cached (samples, gold scores) of a best-of-n run when ``cache`` exists and its key equals ``key``."""
+    if cache is None or not Path(cache).exists():
+        return None
+    data = json.loads(Path(cache).read_text(encoding="utf-8"))
+    if data.get("key") != dict(key):
+        return None
+    return data["groups"], np.asarray(data["gold"], dtype=np.float64)
+
+
 def run_best_of_n(
     task: str,
     proxies: Mapping[str, Any],
@@ -205,11 +219,14 @@ def run_best_of_n(
     max_new_tokens: int | None = None,
     seed: int = 0,
     device: str = "cpu",
+    cache: str | Path | None = None,
 ) -> dict[str, Any]:
     """Best-of-n curves for every proxy on the test prompts of ``task``: n = 1, 2, 4, ..., n_max.
 
     :param proxies: name -> scorer (anything ``make_scorer`` takes).
     :param gold: the gold scorer (anything ``make_scorer`` takes).
+    :param cache: a JSON file holding the samples and their gold scores: read when its key (task, gold, n_max,
+        prompts, token budget, seed) matches this run, else written after sampling and gold scoring.
     """
     from aligngym.agents.policies import CausalLMPolicy
     from aligngym.envs.scorers import make_scorer
@@ -219,11 +236,27 @@ def run_best_of_n(
     budget = int(max_new_tokens or get_task(task).max_new_tokens)
     from aligngym.envs.tokenization import load_tokenizer
 
-    policy = CausalLMPolicy("default", value_head=False).to(device).eval()
+    key = {
+        "task": task,
+        "gold": gold if isinstance(gold, str) else getattr(gold, "name", str(gold)),
+        "n_max": n_max,
+        "prompts": prompts,
+        "max_new_tokens": budget,
+        "seed": seed,
+    }
+    cached = _read_cache(cache, key)
     start = time.perf_counter()
-    groups, _ = sample_completions(policy, load_tokenizer("default"), prompts, n_max, budget, seed=seed)
+    if cached is None:
+        policy = CausalLMPolicy("default", value_head=False).to(device).eval()
+        groups, _ = sample_completions(policy, load_tokenizer("default"), prompts, n_max, budget, seed=seed)
+        g = _score_flat(make_scorer(gold, device=device), prompts, groups, context)
+        if cache is not None:
+            Path(cache).write_text(
+                json.dumps({"key": key, "groups": groups, "gold": g.tolist()}), encoding="utf-8"
+            )
+    else:
+        groups, g = cached
     sample_s = time.perf_counter() - start
-    g = _score_flat(make_scorer(gold, device=device), prompts, groups, context)
     ns = sorted({min(2**k, n_max) for k in range(int(math.log2(n_max)) + 1)} | {1, n_max})
     curves: dict[str, Any] = {}
     for name, spec in proxies.items():
@@ -256,84 +289,10 @@ def run_best_of_n(
         "prompts": len(prompts),
         "max_new_tokens": budget,
         "sample_seconds": round(sample_s, 2),
+        "cached_samples": cached is not None,
         "curves": curves,
         "examples": examples,
     }
-
-
-def run_rl(
-    task: str,
-    proxy: Any,
-    gold: Any,
-    kl_coefs: Sequence[float] = (0.02, 0.1, 0.5),
-    steps: int = 2048,
-    evals: int = 4,
-    n_eval: int = 8,
-    n_prompts: int | None = None,
-    seed: int = 0,
-    device: str = "cpu",
-    learning_rate: float = 3e-4,
-) -> dict[str, Any]:
-    """PPO against ``proxy`` at fixed KL coefficients; gold, proxy and KL (on evaluation completions) per checkpoint.
-
-    Each run trains ``steps`` env steps in ``evals`` chunks and, after each, samples ``n_eval`` completions per
-    held-out prompt: KL is the mean over completions of sum(log pi - log pi_ref).
-    """
-    import gymnasium as gym
-
-    import aligngym.envs  # noqa: F401  (registers the ids)
-    from aligngym.agents.ppo import PPOAgent, PPOConfig
-    from aligngym.envs.scorers import make_scorer
-    from aligngym.envs.tasks import get_task
-
-    prompts, context = test_prompts(task, n_prompts)
-    budget = int(get_task(task).max_new_tokens)
-    proxy_s, gold_s = make_scorer(proxy, device=device), make_scorer(gold, device=device)
-    runs: dict[str, Any] = {}
-    points: list[dict[str, float]] = []
-    for beta in kl_coefs:
-        # gold=False: the env's own gold report is not needed here (it is scored on the evaluation completions)
-        env = gym.make(f"aligngym/{task}-Token-v0", scorer=proxy_s, gold=False, device=device)
-        cfg = PPOConfig(
-            init_kl_coef=float(beta),
-            adaptive_kl=False,
-            learning_rate=learning_rate,
-            num_envs=16,
-            minibatch_size=8,
-            seed=seed,
-            device=device,
-        )
-        agent = PPOAgent(env, cfg)
-        rows = []
-        for k in range(evals + 1):
-            if k:
-                agent.learn(steps // evals)
-            groups, kl = sample_completions(
-                agent.policy, agent.runtime.tokenizer, prompts, n_eval, budget, seed + k, agent.reference
-            )
-            assert kl is not None
-            row = {
-                "steps": k * (steps // evals),
-                "kl": float(max(kl.mean(), 0.0)),
-                "proxy": float(_score_flat(proxy_s, prompts, groups, context).mean()),
-                "gold": float(_score_flat(gold_s, prompts, groups, context).mean()),
-            }
-            row["d"] = math.sqrt(row["kl"])
-            rows.append(row)
-            points.append(row)
-        runs[f"kl_coef={beta:g}"] = rows
-        env.close()
-    base = [r for r in points if r["steps"] == 0]
-    g0 = float(np.mean([r["gold"] for r in base]))
-    p0 = float(np.mean([r["proxy"] for r in base]))
-    d = [r["d"] for r in points]
-    out: dict[str, Any] = {"method": "rl_ppo", "steps": steps, "n_eval": n_eval, "runs": runs}
-    try:
-        out["fit_gold"] = fit_form(d, [r["gold"] - g0 for r in points], "rl")
-        out["fit_proxy"] = fit_form(d, [r["proxy"] - p0 for r in points], "rl")
-    except ValueError as err:
-        out["fit_error"] = str(err)
-    return out
 
 
 def machine() -> str:
@@ -360,11 +319,20 @@ def run_overopt(
     device: str = "cpu",
     command: str = "",
     log: Callable[[str], None] = print,
+    best_of_n_part: bool = True,
+    rl_options: Mapping[str, Any] | None = None,
+    cache: str | Path | None = None,
 ) -> dict[str, Any]:
     """The whole protocol for one task: best-of-n for every proxy, then (``rl_steps > 0``) PPO against the first one.
 
-    :param proxies: name -> scorer spec; ``None``: :func:`aligngym.benchmarks.overopt_proxies.default_proxies`.
+    :param proxies: name -> scorer spec; ``None``: :func:`aligngym.benchmarks.overopt_proxies.default_proxies` for
+        best-of-n, the task's own reward for an RL-only run.
     :param gold: gold scorer spec; ``None``: the task's gold (``TASK_GOLD``).
+    :param best_of_n_part: run best-of-n (``False``: RL only; the result then has no ``best_of_n`` key).
+    :param rl_options: further :func:`~aligngym.benchmarks.overopt_rl.run_rl` options (``evals``, ``n_eval``,
+        ``learning_rate``, ``num_envs``).
+    :param cache: best-of-n only: a JSON file of the samples and their gold scores, reused when it matches the run
+        (the samples and gold do not depend on the proxies, so a new proxy costs only its own scoring).
     """
     with shared_embeddings():
         return _run_overopt(
@@ -380,6 +348,9 @@ def run_overopt(
             device,
             command,
             log,
+            best_of_n_part,
+            dict(rl_options or {}),
+            cache,
         )
 
 
@@ -396,35 +367,76 @@ def _run_overopt(
     device: str,
     command: str,
     log: Callable[[str], None],
+    best_of_n_part: bool,
+    rl_options: dict[str, Any],
+    cache: str | Path | None,
 ) -> dict[str, Any]:
     from aligngym.envs.scorers.gold import TASK_GOLD
 
     start = time.perf_counter()
     gold = gold if gold is not None else TASK_GOLD[task]
-    if proxies is None:
-        from aligngym.benchmarks.overopt_proxies import default_proxies
-
-        log(f"training the {task} proxies ...")
-        proxies = default_proxies(task, seed=seed, device=device)
-    log(f"best-of-n on {task}: n up to {n_max}, proxies {list(proxies)}")
     result: dict[str, Any] = {
         "task": task,
         "gold": gold if isinstance(gold, str) else getattr(gold, "name", str(gold)),
         "seed": seed,
-        "best_of_n": run_best_of_n(task, proxies, gold, n_max, n_prompts, max_new_tokens, seed, device),
     }
+    if best_of_n_part:
+        if proxies is None:
+            from aligngym.benchmarks.overopt_proxies import default_proxies
+
+            log(f"training the {task} proxies ...")
+            proxies = default_proxies(task, seed=seed, device=device)
+        log(f"best-of-n on {task}: n up to {n_max}, proxies {list(proxies)}")
+        bon = run_best_of_n(task, proxies, gold, n_max, n_prompts, max_new_tokens, seed, device, cache)
+        bon.update(seconds=round(time.perf_counter() - start, 1), machine=machine(), command=command)
+        result["best_of_n"] = bon
     if rl_steps > 0:
-        first = next(iter(proxies))
+        from aligngym.benchmarks.overopt_proxies import TASK_PROXY
+        from aligngym.benchmarks.overopt_rl import run_rl
+        from aligngym.envs.tasks import get_task
+
+        t0 = time.perf_counter()
+        own = TASK_PROXY.get(task, (get_task(task).scorer, get_task(task).scorer))
+        first, spec = next(iter(proxies.items())) if proxies else own
         log(f"PPO on {task} against {first}: KL coefficients {list(kl_coefs)}, {rl_steps} steps each")
         rl = run_rl(
-            task, proxies[first], gold, kl_coefs, rl_steps, n_prompts=n_prompts, seed=seed, device=device
+            task,
+            spec,
+            gold,
+            kl_coefs,
+            rl_steps,
+            n_prompts=n_prompts,
+            seed=seed,
+            device=device,
+            log=log,
+            **rl_options,
         )
-        rl["proxy"] = first
+        rl.update(proxy=first, seconds=round(time.perf_counter() - t0, 1), machine=machine(), command=command)
         result["rl"] = rl
     result["seconds"] = round(time.perf_counter() - start, 1)
     result["machine"] = machine()
     result["command"] = command
     return result
+
+
+def merge_results(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """``new`` with the parts (``best_of_n``, ``rl``) it did not run taken from ``old`` (the same task and gold).
+
+    Each part keeps its own ``command``, ``machine`` and ``seconds``, so a merged file still says how each was made.
+    """
+    if old.get("task") != new.get("task") or old.get("gold") != new.get("gold"):
+        raise ValueError(
+            f"cannot merge results of task/gold {old.get('task')}/{old.get('gold')} into "
+            f"{new.get('task')}/{new.get('gold')}"
+        )
+    out = dict(new)
+    for part in ("best_of_n", "rl"):
+        if part not in out and part in old:
+            kept = dict(old[part])
+            for key in ("command", "machine", "seconds"):  # results written before parts carried their own
+                kept.setdefault(key, old.get(key))
+            out[part] = kept
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -444,10 +456,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=None)
     parser.add_argument("--rl-steps", type=int, default=0, help="PPO env steps per KL setting (0: no RL)")
     parser.add_argument("--kl-coefs", type=float, nargs="*", default=[0.02, 0.1, 0.5])
+    parser.add_argument(
+        "--rl-evals", type=int, default=4, help="checkpoints per PPO run (each gives a point)"
+    )
+    parser.add_argument(
+        "--rl-samples", type=int, default=8, help="completions per test prompt per checkpoint"
+    )
+    parser.add_argument("--rl-lr", type=float, default=1e-4, help="PPO learning rate")
+    parser.add_argument(
+        "--part",
+        choices=["all", "best-of-n", "rl"],
+        default="all",
+        help="run one part and keep the other from OUT/TASK/overopt.json (default: all; 'rl' needs --rl-steps)",
+    )
+    parser.add_argument("--cache", default=None, help="best-of-n samples + gold scores cache (JSON file)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="overopt_results")
     args = parser.parse_args(argv)
+    if args.part == "rl" and args.rl_steps <= 0:
+        parser.error(f"--part rl needs --rl-steps > 0, got {args.rl_steps}")
     task = args.env.split("/")[-1].split("-")[0]
     proxies = {p: p for p in args.proxies} if args.proxies else None
     command = "python -m aligngym.benchmarks.overopt " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -458,22 +486,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.n_max,
         args.n_prompts,
         args.max_new_tokens,
-        args.rl_steps,
+        args.rl_steps if args.part != "best-of-n" else 0,
         args.kl_coefs,
         args.seed,
         args.device,
         command,
+        best_of_n_part=args.part != "rl",
+        rl_options={"evals": args.rl_evals, "n_eval": args.rl_samples, "learning_rate": args.rl_lr},
+        cache=args.cache,
     )
     from aligngym.benchmarks.overopt_report import write_outputs
 
+    previous = Path(args.out) / task / "overopt.json"
+    if args.part != "all" and previous.exists():
+        result = merge_results(json.loads(previous.read_text(encoding="utf-8")), result)
     files = write_outputs(result, Path(args.out) / task)
     print(files["md"].read_text(encoding="utf-8"))
     print("wrote " + ", ".join(str(f) for f in files.values()))
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
 
 
 def write_outputs(result: dict[str, Any], out: str | Path) -> dict[str, Path]:
@@ -481,3 +511,16 @@ def write_outputs(result: dict[str, Any], out: str | Path) -> dict[str, Path]:
     from aligngym.benchmarks.overopt_report import write_outputs as _write
 
     return _write(result, out)
+
+
+def __getattr__(name: str) -> Any:
+    """``run_rl`` lives in :mod:`aligngym.benchmarks.overopt_rl` (kept importable from here)."""
+    if name == "run_rl":
+        from aligngym.benchmarks.overopt_rl import run_rl
+
+        return run_rl
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -16,6 +16,13 @@ from aligngym.envs.scorers.base import BaseScorer
 
 SENTIMENT_FRACTIONS = (0.1, 0.3, 1.0)
 PREFERENCE_PAIRS = (40, 80, 160)
+#: each task's own training reward under the name its best-of-n curve carries (the first of :func:`default_proxies`)
+TASK_PROXY = {
+    "Sentiment": ("vader", "sentiment"),
+    "Preference": ("preference_rm_320pairs", "preference_rm"),
+    "Keywords": ("keywords", "keywords"),
+    "Similarity": ("embedding", "embedding"),
+}
 
 
 class SentimentHeadProxy(BaseScorer):
@@ -113,8 +120,7 @@ def default_proxies(task: str, seed: int = 0, device: str = "cpu") -> dict[str, 
     if task == "Preference":
         proxies = preference_proxies(seed, device=device)
         return {"preference_rm_320pairs": proxies.pop("preference_rm_320pairs"), **proxies}
-    if task == "Keywords":
-        return {"keywords": "keywords"}
-    if task == "Similarity":
-        return {"embedding": "embedding"}
+    if task in TASK_PROXY:
+        name, spec = TASK_PROXY[task]
+        return {name: spec}
     raise ValueError(f"no proxies defined for task {task!r}; pass proxies= (name -> scorer)")

@@ -82,7 +82,7 @@ def test_tiny_end_to_end_run_writes_json_csv_markdown_and_png(tmp_path: Path) ->
     assert points[-1]["gold"] >= points[0]["gold"] - 1e-6
     assert "alpha" in data["best_of_n"]["curves"]["vader"]["fit_gold"]
     assert files["png"].stat().st_size > 1000
-    assert "| best_of_n | vader | gold |" in files["md"].read_text()
+    assert "| best_of_n | vader | all | gold |" in files["md"].read_text()
     assert len(files["csv"].read_text().splitlines()) == 1 + 2 * 3
 
 
@@ -95,7 +95,7 @@ def test_rl_runs_measure_kl_on_their_completions() -> None:
     )
     assert set(out["runs"]) == {"kl_coef=0.05", "kl_coef=0.5"}
     for rows in out["runs"].values():
-        assert [r["steps"] for r in rows] == [0, 32]
+        assert rows[0]["steps"] == 0 and rows[1]["steps"] >= 32  # the tokens learned from (a whole batch)
         assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-4)  # the untrained policy is the reference
         assert rows[1]["kl"] >= 0.0
     assert "fit_gold" in out or "fit_error" in out
