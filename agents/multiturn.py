@@ -181,6 +181,35 @@ def turn_position(input_ids: np.ndarray, length: int, assistant_sep: Sequence[in
     return turn_progress(np.asarray(input_ids)[:length], assistant_sep)[1]
 
 
+@torch.no_grad()
+def sample_tokens(
+    policy: Any,
+    input_ids: np.ndarray,
+    attention_mask: np.ndarray,
+    valid: np.ndarray,
+    temperature: float,
+    generator: torch.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One token per row from a causal-LM policy on dialogue observations (tempered, invalid actions masked).
+
+    :param policy: a :class:`~aligngym.agents.policies.CausalLMPolicy` (``policy(ids, mask)`` -> logits (B, k)).
+    :param input_ids: int (B, L) observations.
+    :param attention_mask: int (B, L).
+    :param valid: bool (B, k) valid actions.
+    :param temperature: sampling temperature.
+    :param generator: the sampling generator (on the policy's device).
+    :returns: actions int64 (B,) and their log-probs float32 (B,) under the tempered, masked distribution.
+    """
+    device = generator.device
+    logits = policy(torch.as_tensor(input_ids, device=device), torch.as_tensor(attention_mask, device=device))
+    logits = logits.float() / temperature
+    allowed = torch.as_tensor(valid, device=device)
+    logp = torch.log_softmax(logits.masked_fill(~allowed, torch.finfo(logits.dtype).min), -1)
+    actions = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
+    chosen = logp.gather(-1, actions[:, None]).squeeze(-1)
+    return actions.cpu().numpy().astype(np.int64), chosen.cpu().numpy()
+
+
 @dataclasses.dataclass
 class Conversation:
     """One finished conversation of :func:`play_conversations`, with what the updates need.
@@ -362,6 +391,7 @@ __all__ = [
     "pack_conversations",
     "play_conversations",
     "require_single_turn",
+    "sample_tokens",
     "turn_level_returns",
     "turn_position",
 ]

@@ -1,11 +1,13 @@
 """Multi-turn policy gradient for causal-LM policies on the dialogue envs, with turn-level credit.
 
-:class:`MultiTurnPG` samples whole conversations token by token from a
-:class:`~aligngym.agents.policies.CausalLMPolicy` on a ``-Token-v0`` dialogue env, then scores every sampled token of
-every conversation in one forward pass over the exact token history (:func:`~aligngym.agents.multiturn.history_logprobs`)
-and takes a REINFORCE step with turn-level returns (:func:`~aligngym.agents.multiturn.turn_level_returns`). The
-update's log-probs are checked against the sampling log-probs (``charts/logprob_mismatch``): the history is never
-re-tokenized, so they agree to float tolerance.
+:class:`MultiTurnPG` plays ``episodes_per_update`` conversations token by token from a
+:class:`~aligngym.agents.policies.CausalLMPolicy` on a ``-Token-v0`` dialogue env
+(:func:`~aligngym.agents.multiturn.play_conversations`, which checks every observation against the rebuilt history),
+then scores every sampled token of every conversation in one forward pass over the exact token history
+(:func:`~aligngym.agents.multiturn.history_forward`) and takes a REINFORCE step with turn-level returns
+(:func:`~aligngym.agents.multiturn.turn_level_returns`). The update's log-probs are checked against the sampling
+log-probs (``charts/logprob_mismatch``). For PPO and GRPO on the same envs see :mod:`aligngym.agents.multiturn_ppo`
+and :mod:`aligngym.agents.multiturn_grpo`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from aligngym.agents.multiturn import history_from_transcript, history_logprobs, turn_level_returns
+from aligngym.agents.multiturn import (
+    Conversation,
+    history_forward,
+    pack_conversations,
+    play_conversations,
+    sample_tokens,
+    turn_level_returns,
+)
+from aligngym.agents.vector_envs import as_vector_env
 
 
 @dataclasses.dataclass
@@ -26,7 +36,7 @@ class MultiTurnPGConfig:
 
     :param seed: seeds the sampling generator and the env resets.
     :param learning_rate: Adam step size.
-    :param episodes_per_update: conversations per gradient step.
+    :param episodes_per_update: conversations per gradient step (the env is copied this many times).
     :param gamma: discount over turns (turn-level credit: all tokens of a turn share its return).
     :param temperature: sampling temperature (the update scores the same tempered distribution).
     :param max_grad_norm: gradient clipping (0: off).
@@ -67,82 +77,52 @@ class MultiTurnPG:
             raise ValueError(
                 "MultiTurnPG needs context_overflow='end' or 'error': truncated histories are not exact"
             )
+        self.venv = as_vector_env(env, cfg.episodes_per_update)
         self.rng = np.random.default_rng(cfg.seed)
-        self.generator = torch.Generator().manual_seed(cfg.seed)
+        device = next(policy.parameters()).device
+        self.generator = torch.Generator(device=device).manual_seed(cfg.seed)
         self.optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate)
         self.num_updates = 0
         self.history: list[dict[str, float]] = []
 
-    @torch.no_grad()
-    def collect(self) -> list[dict[str, Any]]:
-        """``episodes_per_update`` conversations: their histories, masks, sampled log-probs and turn rewards."""
-        cfg, rt = self.config, self.runtime
-        self.policy.eval()
-        episodes = []
-        for _ in range(cfg.episodes_per_update):
-            obs, info = self.env.reset(seed=int(self.rng.integers(2**31 - 1)))
-            sampled, masks, turn_rewards, reward_since = [], [], [], 0.0
-            done = False
-            while not done:
-                ids = torch.as_tensor(obs["input_ids"])[None]
-                attn = torch.as_tensor(obs["attention_mask"])[None]
-                valid = torch.as_tensor(np.asarray(info["action_mask"], dtype=bool))
-                logits = self.policy(ids, attn).float()[0] / cfg.temperature
-                logp = torch.log_softmax(logits.masked_fill(~valid, torch.finfo(logits.dtype).min), -1)
-                action = int(torch.multinomial(logp.exp(), 1, generator=self.generator))
-                sampled.append(float(logp[action]))
-                masks.append(valid)
-                obs, reward, done, _, info = self.env.step(action)
-                reward_since += float(reward)
-                if "turn_score" in info:  # the turn ended: its reward (and the episode's, at the end)
-                    turn_rewards.append(reward_since)
-                    reward_since = 0.0
-            ids_list, assistant = history_from_transcript(info["transcript"], rt.user_sep, rt.assistant_sep)
-            turns = [len(t["ids"]) for t in info["transcript"] if t["role"] == "assistant"]
-            episodes.append(
-                {
-                    "ids": ids_list,
-                    "assistant": assistant,
-                    "masks": masks,
-                    "sampled": sampled,
-                    "returns": turn_level_returns(turn_rewards, turns, cfg.gamma),
-                    "return": float(sum(turn_rewards)),
-                    "score": float(info["score"]),
-                }
-            )
-        return episodes
-
-    def update(self, episodes: list[dict[str, Any]]) -> dict[str, float]:
-        """One REINFORCE step: -(G - b) * log pi over every assistant token, log-probs from the exact histories."""
-        cfg = self.config
-        b, length = len(episodes), max(len(e["ids"]) for e in episodes)
-        k = int(episodes[0]["masks"][0].numel())
-        ids = torch.full((b, length), int(self.runtime.tokenizer.pad_id), dtype=torch.long)
-        attn = torch.zeros((b, length), dtype=torch.long)
-        asst = torch.zeros((b, length), dtype=torch.bool)
-        valid = torch.ones((b, length, k), dtype=torch.bool)
-        returns = torch.zeros((b, length))
-        sampled = torch.zeros((b, length))
-        for i, e in enumerate(episodes):
-            n = len(e["ids"])
-            ids[i, :n] = torch.as_tensor(e["ids"])
-            attn[i, :n] = 1
-            asst[i, :n] = torch.as_tensor(e["assistant"])
-            pos = torch.nonzero(asst[i]).squeeze(-1)
-            valid[i, pos] = torch.stack(e["masks"])
-            returns[i, pos] = torch.as_tensor(e["returns"], dtype=torch.float32)
-            sampled[i, pos] = torch.as_tensor(e["sampled"], dtype=torch.float32)
+    def collect(self) -> list[Conversation]:
+        """``episodes_per_update`` conversations, each checked against its rebuilt history."""
         self.policy.eval()  # no dropout: the update scores the distribution that was sampled
-        logp = history_logprobs(self.policy, ids, attn, asst, cfg.temperature, action_masks=valid)
+        return play_conversations(
+            self.venv,
+            lambda ids, mask, valid: sample_tokens(
+                self.policy, ids, mask, valid, self.config.temperature, self.generator
+            ),
+            seed=int(self.rng.integers(2**31 - 1)),
+        )
+
+    def update(self, conversations: list[Conversation]) -> dict[str, float]:
+        """One REINFORCE step: -(G_turn - b) * log pi over every assistant token, from the exact histories."""
+        cfg = self.config
+        batch = pack_conversations(conversations, int(self.runtime.tokenizer.pad_id), self.generator.device)
+        pos, on = batch["positions"], batch["token_mask"]
+        logp_all = history_forward(
+            self.policy,
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch["assistant"],
+            cfg.temperature,
+            batch["valid"],
+        )[0]
+        logp = logp_all.gather(1, pos) * on
+        sampled = batch["sampled_logp"].gather(1, pos) * on
         mismatch = float((logp.detach() - sampled).abs().max())
         if cfg.check_tolerance is not None and mismatch > cfg.check_tolerance:
             raise RuntimeError(
                 f"update log-probs differ from the sampling log-probs by {mismatch:.2e} (> {cfg.check_tolerance}): "
                 "the history scored is not the one sampled from"
             )
-        baseline = float(np.mean([e["return"] for e in episodes]))
-        adv = (returns - baseline) * asst
-        loss = -(adv * logp).sum() / asst.sum().clamp(min=1)
+        returns = torch.zeros_like(logp)
+        for i, c in enumerate(conversations):
+            g = turn_level_returns(c.turn_rewards(), c.tokens_per_turn, cfg.gamma)
+            returns[i, : len(g)] = torch.as_tensor(g, dtype=returns.dtype)
+        baseline = float(np.mean([c.episode_return for c in conversations]))
+        loss = -(((returns - baseline) * on) * logp).sum() / on.sum().clamp(min=1)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.max_grad_norm > 0:
@@ -153,7 +133,7 @@ class MultiTurnPG:
             "losses/policy_loss": float(loss.detach()),
             "charts/logprob_mismatch": mismatch,
             "charts/episodic_return": baseline,
-            "charts/score": float(np.mean([e["score"] for e in episodes])),
+            "charts/score": float(np.mean([c.score for c in conversations])),
         }
 
     def learn(self, n_updates: int) -> MultiTurnPG:

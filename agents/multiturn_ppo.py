@@ -24,6 +24,7 @@ from aligngym.agents.multiturn import (
     history_forward,
     pack_conversations,
     play_conversations,
+    sample_tokens,
     turn_position,
 )
 from aligngym.agents.ppo import AdaptiveKLController, explained_variance, gae, masked_mean, masked_whiten
@@ -109,18 +110,9 @@ class MultiTurnLMAgent(LMAgent):
                 f"{type(self).__name__} needs context_overflow='end' or 'error': truncated histories are not exact"
             )
 
-    @torch.no_grad()
     def _act(self, ids: np.ndarray, mask: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Sample one token per row (tempered, masked): the :data:`~aligngym.agents.multiturn.ActFn` of rollouts."""
-        logits = self.policy(
-            torch.as_tensor(ids, device=self.device), torch.as_tensor(mask, device=self.device)
-        )
-        logits = logits.float() / self.config.temperature
-        allowed = torch.as_tensor(valid, device=self.device)
-        logp = torch.log_softmax(logits.masked_fill(~allowed, torch.finfo(logits.dtype).min), -1)
-        actions = torch.multinomial(logp.exp(), 1, generator=self.generator).squeeze(-1)
-        chosen = logp.gather(-1, actions[:, None]).squeeze(-1)
-        return actions.cpu().numpy().astype(np.int64), chosen.cpu().numpy()
+        """The :data:`~aligngym.agents.multiturn.ActFn` of rollouts: one sampled token per row."""
+        return sample_tokens(self.policy, ids, mask, valid, self.config.temperature, self.generator)
 
     @torch.no_grad()
     def predict(

@@ -465,13 +465,12 @@ def _lm_trainer(env_id: str, **kw):
 def test_multiturn_pg_update_logprobs_equal_sampling_logprobs_turn_by_turn(env_id: str, kw: dict) -> None:
     trainer = _lm_trainer(env_id, **kw)
     before = [p.detach().clone() for p in trainer.policy.parameters()]
-    trainer.learn(2)
+    trainer.learn(4)  # (an update whose conversations all score alike has no advantage and moves nothing)
     assert all(h["charts/logprob_mismatch"] < 1e-5 for h in trainer.history)
     assert any(not torch.equal(p, q) for p, q in zip(before, trainer.policy.parameters()))
-    episodes = trainer.collect()
-    # turn-level credit: the tokens of a turn share one return
-    for e in episodes:
-        assert len(e["returns"]) == sum(e["assistant"]) == len(e["sampled"])
+    conversations = trainer.collect()
+    for c in conversations:  # every sampled token is an assistant position of the rebuilt history
+        assert len(c.actions) == sum(c.assistant) == len(c.sampled_logp) == sum(c.tokens_per_turn)
 
 
 def test_multiturn_pg_refuses_truncated_histories() -> None:
