@@ -54,7 +54,8 @@ class RewardModelConfig:
     :param synthetic_negatives: extra training pairs ``(prompt, chosen, corrupted chosen)`` per distinct chosen
         answer, so that text unlike any human answer scores low (a policy's first outputs are such text):
         ``"shuffled"`` (its words in random order), ``"random_tokens"`` (random ids of the default tokenizer decoded,
-        as an untrained policy writes), ``"repeated"`` (one of its words over and over). Empty: none.
+        as an untrained policy writes), ``"repeated"`` (one of its words over and over), ``"empty"`` (no answer:
+        ``""``), ``"truncated"`` (its first 1-3 words, a fragment). Empty tuple: none.
     :param seed: seeds torch (initialisation, dropout) and the pair shuffling.
     :param device: ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``.
     :param log_dir: TensorBoard directory (``losses/bt_loss``, ``charts/train_accuracy``, ``charts/eval_accuracy``).
@@ -76,7 +77,7 @@ class RewardModelConfig:
 
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
-SYNTHETIC_NEGATIVES = ("shuffled", "random_tokens", "repeated")
+SYNTHETIC_NEGATIVES = ("shuffled", "random_tokens", "repeated", "empty", "truncated")
 
 
 def synthetic_negative_pairs(
@@ -117,11 +118,17 @@ def synthetic_negative_pairs(
                 assert tok is not None
                 n = int(np.clip(len(tok.encode(row["chosen"])), 4, 32))
                 bad = tok.decode(rng.choice(normal, size=n).tolist()).strip()
+            elif kind == "empty":
+                bad = ""
+            elif kind == "truncated":
+                if len(words) < 4:
+                    continue
+                bad = " ".join(words[: int(rng.integers(1, min(3, len(words) // 4) + 1))])
             else:
                 if not words:
                     continue
                 bad = " ".join([words[int(rng.integers(len(words)))]] * max(3, min(len(words), 12)))
-            if bad and bad != row["chosen"]:
+            if (bad or kind == "empty") and bad != row["chosen"]:
                 out.append(
                     {
                         "prompt": row["prompt"],

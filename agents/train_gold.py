@@ -1,8 +1,9 @@
-"""Train the shipped gold models in ``aligngym/envs/data/gold``: the sentiment head and the gold reward model.
+"""Train the shipped judges: the gold models in ``aligngym/envs/data/gold`` and the proxy ``preference_rm``.
 
 ``python -m aligngym.agents.train_gold sentiment`` fits the 3-way sentiment head on ``sentiment_labels.jsonl``
 (built by ``envs/data/gold/build_sentiment_labels.py``); ``... preference`` trains the gold reward model on every
-shipped preference pair. Both write safetensors + json and print their metrics.
+shipped preference pair; ``... proxy`` trains the Preference task's proxy reward model (``envs/data/reward_model``)
+on the train pairs only. All write safetensors + json and print their metrics.
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ SENTIMENT_DATA = "sentiment_labels.jsonl"
 #: gold reward model: every head input, a wider head, every synthetic negative
 GOLD_RM_FEATURES = ("joint", "completion", "prompt_x_completion", "cosine")
 GOLD_RM_HIDDEN = 64
+#: proxy reward model (the Preference task's training reward): train pairs only (320 of 400), a smaller head, and
+#: synthetic negatives that include no answer and a 1-3 word fragment, so that it never prefers stopping at once
+PROXY_RM_FEATURES = ("joint", "completion", "cosine")
+PROXY_RM_HIDDEN = 32
+PROXY_RM_EPOCHS = 40
+PROXY_RM_NEGATIVES = ("shuffled", "random_tokens", "repeated", "empty", "truncated")
 
 
 def vader_labels(completions: Sequence[str], margin: float = 0.05) -> np.ndarray:
@@ -179,19 +186,88 @@ def train_preference(out: Path, seed: int = 0, epochs: int = 60, device: str = "
     return metrics
 
 
+def train_proxy(out: Path, seed: int = 0, device: str = "cpu") -> dict[str, Any]:
+    """Train the proxy reward model (the ``preference_rm`` scorer) on the train pairs and save it to ``out``.
+
+    A fixed number of optimizer steps (``PROXY_RM_EPOCHS`` passes, seeded shuffling): a rerun reproduces the weights.
+    The metrics hold its accuracy on the 80 held-out test pairs (prompts disjoint from the training pairs') beside
+    the gold reward model's same-config held-out check (``proxy_vs_gold``), and the mean standardised reward of a
+    held-out chosen answer, its 1-3 word fragment and no answer at all (``heldout_mean_reward``).
+    """
+    from aligngym.agents.reward_modeling import RewardModelConfig, RewardModelTrainer, load_preference_pairs
+    from aligngym.envs.tasks import data_path
+
+    pairs = data_path("preference_pairs.jsonl")
+    train_rows = load_preference_pairs(pairs, split="train")
+    test_rows = load_preference_pairs(pairs, split="test")
+    cfg = RewardModelConfig(
+        model="minilm-head",
+        head_features=PROXY_RM_FEATURES,
+        head_hidden=PROXY_RM_HIDDEN,
+        synthetic_negatives=PROXY_RM_NEGATIVES,
+        epochs=PROXY_RM_EPOCHS,
+        seed=seed,
+        device=device,
+    )
+    trainer = RewardModelTrainer(cfg)
+    metrics = trainer.train(train_rows, eval_pairs=test_rows)
+    rm = trainer.reward_model()
+    prompts = list(dict.fromkeys(r["prompt"] for r in test_rows))
+    chosen = [next(r["chosen"] for r in test_rows if r["prompt"] == p) for p in prompts]
+    scale = (metrics["reward_mean"], metrics["reward_std"])
+
+    def mean_reward(answers: list[str]) -> float:
+        return float(np.mean((rm.reward(prompts, answers) - scale[0]) / scale[1]))
+
+    gold_meta = json.loads((gold_dir() / "reward_model.json").read_text(encoding="utf-8"))
+    extra = {
+        "proxy_vs_gold": {
+            "test_pairs": len(test_rows),
+            "proxy_eval_accuracy": metrics["eval_accuracy"],
+            "gold_heldout_eval_accuracy": gold_meta.get("heldout_check", {}).get("eval_accuracy"),
+            "proxy_train_pairs": len(train_rows),
+            "gold_train_pairs": gold_meta.get("train_pairs"),
+        },
+        "heldout_mean_reward": {
+            "chosen": mean_reward(chosen),
+            "fragment_first_2_words": mean_reward([" ".join(c.split()[:2]) for c in chosen]),
+            "empty": mean_reward([""] * len(chosen)),
+        },
+        "command": "python -m aligngym.agents.train_gold proxy",
+    }
+    trainer.metrics.update(extra)
+    trainer.save(out)
+    return {**metrics, **extra}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: ``python -m aligngym.agents.train_gold {sentiment,preference,all} [--out DIR]``."""
+    """CLI: ``python -m aligngym.agents.train_gold {sentiment,preference,proxy,all} [--out DIR]``."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("which", choices=("sentiment", "preference", "all"))
-    parser.add_argument("--out", default=None, help="output directory (default: the shipped envs/data/gold)")
+    parser.add_argument("which", choices=("sentiment", "preference", "proxy", "all"))
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="output directory (default: the shipped envs/data/gold; envs/data/reward_model for proxy)",
+    )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (1: the shipped files' setting)"
+    )
     args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
     out = Path(args.out) if args.out else gold_dir()
     report: dict[str, Any] = {}
     if args.which in ("sentiment", "all"):
         report["sentiment"] = train_sentiment(out, seed=args.seed)
     if args.which in ("preference", "all"):
         report["preference"] = train_preference(out, seed=args.seed)
+    if args.which in ("proxy", "all"):
+        from aligngym.envs.scorers.reward_model import shipped_reward_model_dir
+
+        proxy_out = Path(args.out) if args.out and args.which == "proxy" else shipped_reward_model_dir()
+        report["proxy"] = train_proxy(proxy_out, seed=args.seed)
     print(json.dumps(report, indent=2, sort_keys=True))
     return 0
 

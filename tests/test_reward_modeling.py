@@ -100,6 +100,54 @@ def test_shipped_reward_model_ranks_gibberish_below_good_answers(test_pairs) -> 
     assert accuracy(make_scorer("preference_rm", device="cpu"), fake) >= 0.9
 
 
+def test_shipped_proxy_ranks_no_answer_and_fragments_below_held_out_answers(test_pairs) -> None:
+    """The proxy saw empty answers and 1-3 word fragments as negatives: it never pays a policy for stopping at once."""
+    fake = synthetic_negative_pairs(test_pairs, ("empty", "truncated"), seed=3)
+    assert {p["category"] for p in fake} == {"synthetic_empty", "synthetic_truncated"}
+    assert accuracy(make_scorer("preference_rm", device="cpu"), fake) >= 0.95
+
+
+def test_shipped_proxy_scores_no_answer_low_on_the_env_test_prompts() -> None:
+    """On the Preference env's own test prompts (no pair uses them) an empty answer is a poor answer (< -1 std)."""
+    env = gym.make("aligngym/Preference-Sequence-v0", split="test", device="cpu", gold=False)
+    prompts = [r["prompt"] for r in env.unwrapped.runtime.rows]
+    empty = make_scorer("preference_rm", device="cpu")(prompts, [""] * len(prompts))
+    assert float(np.mean(empty)) < -1.0, empty
+
+
+def test_proxy_trains_on_fewer_pairs_than_gold_and_none_of_the_test_pairs(train_pairs, test_pairs) -> None:
+    from aligngym.envs.scorers.gold import gold_dir
+
+    proxy = json.loads((shipped_reward_model_dir() / "reward_model.json").read_text(encoding="utf-8"))
+    gold = json.loads((gold_dir() / "reward_model.json").read_text(encoding="utf-8"))
+    assert {p["prompt"] for p in train_pairs}.isdisjoint({p["prompt"] for p in test_pairs})
+    assert (
+        proxy["train_pairs"] == len(train_pairs) < gold["train_pairs"] == len(train_pairs) + len(test_pairs)
+    )
+    assert proxy["eval_pairs"] == len(test_pairs)
+    versus = proxy["proxy_vs_gold"]
+    assert versus["proxy_eval_accuracy"] == proxy["eval_accuracy"]
+    assert versus["gold_heldout_eval_accuracy"] == gold["heldout_check"]["eval_accuracy"]
+    assert (
+        versus["proxy_eval_accuracy"] <= versus["gold_heldout_eval_accuracy"]
+    )  # the proxy is the weaker judge
+    measured = accuracy(make_scorer("preference_rm", device="cpu"), test_pairs)
+    assert measured == pytest.approx(proxy["eval_accuracy"], abs=1e-6)
+
+
+def test_empty_and_truncated_negatives_known_values() -> None:
+    rows = [{"prompt": "Q: x?\nA:", "chosen": "one two three four five six seven eight", "rejected": "no"}]
+    out = synthetic_negative_pairs(rows, ("empty", "truncated"), seed=0)
+    assert [p["category"] for p in out] == ["synthetic_empty", "synthetic_truncated"]
+    assert out[0]["rejected"] == ""
+    words = out[1]["rejected"].split()
+    assert (
+        1 <= len(words) <= 2 and words == rows[0]["chosen"].split()[: len(words)]
+    )  # 8 words: at most 8 // 4
+    short = [{"prompt": "Q", "chosen": "too short", "rejected": "x"}]
+    assert synthetic_negative_pairs(short, ("truncated",)) == []
+
+
 def test_preference_env_is_scored_by_the_shipped_model() -> None:
     env = gym.make("aligngym/Preference-Sequence-v0", device="cpu")
     env.reset(seed=0)
@@ -266,11 +314,13 @@ def test_shipped_reward_model_training_is_reproducible(train_pairs, test_pairs, 
         head_hidden=cfg["head_hidden"],
         head_features=tuple(cfg["head_features"]),
         synthetic_negatives=tuple(cfg["synthetic_negatives"]),
+        epochs=cfg["epochs"],
         seed=cfg["seed"],
         device="cpu",
     )
     metrics = RewardModelTrainer(config).train(train_pairs, test_pairs)
     assert metrics["eval_accuracy"] == pytest.approx(meta["eval_accuracy"], abs=0.03)
+    assert metrics["reward_mean"] == pytest.approx(meta["reward_mean"], abs=0.05 * meta["reward_std"])
 
 
 @pytest.mark.slow
