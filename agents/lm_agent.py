@@ -134,6 +134,8 @@ def model_from_config_dict(config: dict[str, Any]) -> nn.Module:
 
     cfg = dict(config)
     model_type = cfg.pop("model_type")
+    # transformers 4.x records this flag, and from_config would then pin eager attention instead of the default
+    cfg.pop("_attn_implementation_autoset", None)
     return AutoModelForCausalLM.from_config(
         AutoConfig.for_model(model_type, **cfg), trust_remote_code=False
     ).eval()

@@ -280,7 +280,9 @@ class CausalLMPolicy(nn.Module):
             output_hidden_states=True,
             logits_to_keep=logits_to_keep,
         )
-        return out.logits, out.hidden_states[-1], output_cache(out)
+        # a model whose forward lacks logits_to_keep (GPT-2 in transformers 4.50) returns every position
+        logits = out.logits[:, -logits_to_keep:] if logits_to_keep else out.logits
+        return logits, out.hidden_states[-1], output_cache(out)
 
     def _value(self, hidden: torch.Tensor) -> torch.Tensor:
         if self.value_head is None:

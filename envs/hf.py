@@ -37,7 +37,8 @@ def load_local_pretrained(auto_class: Any, path: str | Path, what: str = "model"
     :param auto_class: a ``transformers`` class with ``from_pretrained`` (``AutoModelForCausalLM`` ...).
     :param path: a local directory holding ``config.json`` (saved with ``save_pretrained``).
     :param what: how error messages name the thing being loaded.
-    :param kwargs: passed on to ``from_pretrained`` (``dtype=`` ...).
+    :param kwargs: passed on to ``from_pretrained`` (``dtype=`` ...; given as ``torch_dtype=`` to transformers
+        before 4.56, which took only that name).
     :raises FileNotFoundError: when ``path`` is not a directory with a ``config.json``; aligngym never downloads.
     """
     root = Path(path)
@@ -46,8 +47,24 @@ def load_local_pretrained(auto_class: Any, path: str | Path, what: str = "model"
             f"{what} {str(path)!r} is not a local model directory ({root} has no config.json); aligngym never "
             "downloads: pass a directory saved with save_pretrained"
         )
+    if "dtype" in kwargs and not takes_dtype():
+        kwargs["torch_dtype"] = kwargs.pop("dtype")  # before 4.56 ``dtype`` would land in the config unused
     with quiet_transformers():  # no weight-loading progress bar
         return auto_class.from_pretrained(str(root), local_files_only=True, trust_remote_code=False, **kwargs)
+
+
+@functools.lru_cache(maxsize=1)
+def transformers_version() -> tuple[int, int]:
+    """``(major, minor)`` of the installed ``transformers``."""
+    import transformers
+
+    major, minor = [*transformers.__version__.split("."), "0"][:2]
+    return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
+
+
+def takes_dtype() -> bool:
+    """Whether ``from_pretrained`` takes ``dtype=`` (transformers 4.56 on; ``torch_dtype=`` before, deprecated since)."""
+    return transformers_version() >= (4, 56)
 
 
 @functools.lru_cache(maxsize=64)
@@ -77,4 +94,11 @@ def output_cache(output: Any) -> Any:
     return getattr(output, "past_key_values", None)
 
 
-__all__ = ["cache_kwarg", "load_local_pretrained", "output_cache", "quiet_transformers"]
+__all__ = [
+    "cache_kwarg",
+    "load_local_pretrained",
+    "output_cache",
+    "quiet_transformers",
+    "takes_dtype",
+    "transformers_version",
+]
