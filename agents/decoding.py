@@ -6,7 +6,8 @@ task scorer by default: relevance, fluency, task success, or any weighted compos
 :class:`RewardGuidedDecoder` is an agent (``learn`` is a no-op) so it is benchmarked on the same envs as the others.
 By default it is an *oracle* (``agent.is_oracle``): it reads the evaluation scorer and the test rows' context columns
 (``reference``, ``keywords`` ...); with ``guide_scorer=`` it decodes with a proxy scorer or a trained reward model
-that sees the prompt and the completion only.
+that sees the prompt and the completion only. An oracle built on the train env finds a test prompt's row among the
+task's shipped rows of every split.
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ class RewardGuidedDecoder(LMAgent):
                 self.runtime.scorer if cfg.scorer is None else make_scorer(cfg.scorer, device=cfg.device)
             )
         self._row_index = {tuple(int(t) for t in ids): i for i, ids in enumerate(self.runtime.prompt_ids)}
+        self._other_rows: dict[tuple[int, ...], dict[str, Any]] | None = None  # built on the first miss
         self.pad_action = self.eos_action if self.eos_action is not None else 0
 
     def learn(self, total_timesteps: int, callback: Callback | None = None) -> RewardGuidedDecoder:
@@ -101,15 +103,36 @@ class RewardGuidedDecoder(LMAgent):
         return self
 
     # -- scoring ---------------------------------------------------------------------------------------------------
+    def shipped_rows(self) -> dict[tuple[int, ...], dict[str, Any]]:
+        """Oracle mode: the task's shipped prompt rows of every split (train and test), by prompt token ids.
+
+        The decoder is built on the training env, but the harness evaluates it on the test split; an oracle looks a
+        test prompt's context (``keywords``, ``reference``) up here. Empty for a task without a shipped prompt file.
+        """
+        if self._other_rows is None:
+            from aligngym.envs.prompts import load_prompt_rows
+
+            rt = self.runtime
+            table: dict[tuple[int, ...], dict[str, Any]] = {}
+            if rt.task.prompt_file is not None:
+                rows = load_prompt_rows(rt.task, split="all")
+                for row, ids in zip(rows, rt._encode_prompts([r["prompt"] for r in rows])):
+                    table.setdefault(tuple(int(t) for t in ids), row)
+            self._other_rows = table
+        return self._other_rows
+
     def _rows(self, ids: torch.Tensor, mask: torch.Tensor) -> list[dict[str, Any]]:
         p = self.runtime.max_prompt_tokens
         rows = []
         for b in range(ids.shape[0]):
             prompt = tuple(int(t) for t, m in zip(ids[b, :p].tolist(), mask[b, :p].tolist()) if m)
             i = self._row_index.get(prompt)
-            rows.append(
-                self.runtime.rows[i] if i is not None else {"prompt": self.runtime.tokenizer.decode(prompt)}
-            )
+            if i is not None:
+                rows.append(self.runtime.rows[i])
+            elif self.is_oracle and prompt in self.shipped_rows():
+                rows.append(self.shipped_rows()[prompt])
+            else:
+                rows.append({"prompt": self.runtime.tokenizer.decode(prompt)})
         return rows
 
     def _score(self, rows: Sequence[dict[str, Any]], completions: Sequence[str]) -> np.ndarray:

@@ -150,6 +150,42 @@ def test_guide_scorer_mode_never_sees_the_test_rows_context():
     assert guide.context_keys == set()
 
 
+def test_oracle_built_on_the_train_env_scores_test_prompts_with_their_keywords():
+    """The harness builds the decoder on the train env and evaluates it on test prompts: the oracle finds a test
+    prompt's keywords among the task's shipped rows (it used to pass none, and the keywords scorer raised)."""
+    train_env = gym.make("aligngym/Keywords-Sequence-v0", max_new_tokens=4)
+    test_env = gym.make("aligngym/Keywords-Sequence-v0", split="test", max_new_tokens=4)
+    guide = _RecordingScorer()
+    decoder = RewardGuidedDecoder(
+        train_env, DecodingConfig(policy=_tiny(train_env), scorer=guide, candidates=4, device="cpu")
+    )
+    test_rows = test_env.unwrapped.runtime.rows
+    train_prompts = {r["prompt"] for r in train_env.unwrapped.runtime.rows}
+    assert not train_prompts & {r["prompt"] for r in test_rows}
+    obs, _ = test_env.reset(seed=0)
+    rows = decoder._rows(
+        torch.as_tensor(obs["input_ids"])[None], torch.as_tensor(obs["attention_mask"])[None]
+    )
+    assert rows[0]["prompt"] in {r["prompt"] for r in test_rows}
+    assert rows[0]["keywords"] == next(r["keywords"] for r in test_rows if r["prompt"] == rows[0]["prompt"])
+    decoder.predict(obs, deterministic=True)
+    assert "keywords" in guide.context_keys
+    oracle = RewardGuidedDecoder(
+        train_env, DecodingConfig(policy=_tiny(train_env), candidates=4, device="cpu")
+    )
+    score = evaluate(
+        oracle, test_env, n_episodes=3, deterministic=True
+    )  # the keywords scorer itself: no raise
+    assert np.isfinite(score["mean_score"])
+    non_oracle = RewardGuidedDecoder(
+        train_env, DecodingConfig(policy=_tiny(train_env), guide_scorer=guide, candidates=4, device="cpu")
+    )
+    rows = non_oracle._rows(
+        torch.as_tensor(obs["input_ids"])[None], torch.as_tensor(obs["attention_mask"])[None]
+    )
+    assert set(rows[0]) == {"prompt"}  # a guide never gets the test row's context
+
+
 def test_scorer_and_guide_scorer_are_exclusive():
     with pytest.raises(ValueError, match="not both"):
         DecodingConfig(scorer="sentiment", guide_scorer="sentiment")
