@@ -463,6 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--rl-samples", type=int, default=8, help="completions per test prompt per checkpoint"
     )
     parser.add_argument("--rl-lr", type=float, default=1e-4, help="PPO learning rate")
+    parser.add_argument("--rl-envs", type=int, default=16, help="episodes per PPO update")
     parser.add_argument(
         "--part",
         choices=["all", "best-of-n", "rl"],
@@ -492,7 +493,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.device,
         command,
         best_of_n_part=args.part != "rl",
-        rl_options={"evals": args.rl_evals, "n_eval": args.rl_samples, "learning_rate": args.rl_lr},
+        rl_options={
+            "evals": args.rl_evals,
+            "n_eval": args.rl_samples,
+            "learning_rate": args.rl_lr,
+            "num_envs": args.rl_envs,
+        },
         cache=args.cache,
     )
     from aligngym.benchmarks.overopt_report import write_outputs

@@ -1,8 +1,8 @@
 """Proxy rewards of several data amounts for the Goodhart curves of ``benchmarks/overopt.py``.
 
 Sentiment: VADER (the task's reward) and sentiment heads trained on 10 %, 30 % and 100 % of the gold labels (no
-quality gate); Preference: reward models trained on 40, 80 and 160 train pairs and the shipped ``preference_rm``
-(320 pairs). Other tasks use their registered proxy alone.
+quality gate); Preference: reward models trained with the shipped proxy's recipe on 40, 80 and 160 train pairs and
+the shipped ``preference_rm`` (320 pairs). Other tasks use their registered proxy alone.
 """
 
 from __future__ import annotations
@@ -89,8 +89,15 @@ def sentiment_proxies(seed: int = 0, fractions: Sequence[float] = SENTIMENT_FRAC
 def preference_proxies(
     seed: int = 0, sizes: Sequence[int] = PREFERENCE_PAIRS, device: str = "cpu"
 ) -> dict[str, Any]:
-    """Reward models (the shipped recipe) on ``sizes`` train pairs, drawn by prompt, plus the shipped 320-pair one."""
+    """Reward models on ``sizes`` train pairs (drawn at random), trained with the shipped proxy's recipe
+    (:data:`aligngym.agents.train_gold.PROXY_RM_FEATURES` and the rest), plus the shipped 320-pair one."""
     from aligngym.agents.reward_modeling import RewardModelConfig, RewardModelTrainer, load_preference_pairs
+    from aligngym.agents.train_gold import (
+        PROXY_RM_EPOCHS,
+        PROXY_RM_FEATURES,
+        PROXY_RM_HIDDEN,
+        PROXY_RM_NEGATIVES,
+    )
     from aligngym.envs.tasks import data_path
 
     rows = load_preference_pairs(data_path("preference_pairs.jsonl"), split="train")
@@ -100,9 +107,10 @@ def preference_proxies(
     for k in sizes:
         cfg = RewardModelConfig(
             model="minilm-head",
-            head_features=("joint", "cosine"),
-            head_hidden=32,
-            synthetic_negatives=("shuffled", "random_tokens", "repeated"),
+            head_features=PROXY_RM_FEATURES,
+            head_hidden=PROXY_RM_HIDDEN,
+            synthetic_negatives=PROXY_RM_NEGATIVES,
+            epochs=PROXY_RM_EPOCHS,
             seed=seed,
             device=device,
         )

@@ -87,7 +87,8 @@ def markdown(result: dict[str, Any]) -> str:
         lines += _part_line("RL command", rl, result)
         lines += [
             f"PPO against `{rl['proxy']}` at fixed KL coefficients {rl['kl_coefs']}, {rl['steps']} env steps each "
-            f"(learning rate {rl.get('learning_rate', 'n/a')}), {rl['evals']} checkpoints per run; at each, "
+            f"(learning rate {rl.get('learning_rate', 'n/a')}, {rl.get('num_envs', 16)} episodes per update), "
+            f"{rl['evals']} checkpoints per run; at each, "
             f"{rl['n_eval']} samples on each of {rl.get('prompts', 'the')} test prompts give KL (mean over samples of "
             "sum log pi - log pi_ref), proxy and gold. Training env: `gold=False`.",
             "",
