@@ -309,3 +309,21 @@ def test_sb3_trains_on_a_multi_turn_id_with_a_restricted_vocabulary(name: str) -
     assert agent.num_timesteps >= 128
     result = evaluate(agent, gym.make(GUESS), n_episodes=4)
     assert 0.0 <= result["mean_score"] <= 1.0 and len(result["returns"]) == 4
+
+
+#: multi-turn PPO on Guess: a random-init tiny GPT-2 (2 layers, 32 wide), no KL (the reference is random too)
+LEARNING = {"num_envs": 16, "learning_rate": 1e-3, "init_kl_coef": 0.0, "adaptive_kl": False, "ent_coef": 0.01}
+
+
+@pytest.mark.slow
+def test_multi_turn_ppo_beats_random_at_twenty_questions() -> None:
+    torch.set_num_threads(1)
+    env = gym.make(GUESS)
+    random_rate = random_success(env)
+    agent = ppo(gym.make(GUESS), **LEARNING)
+    agent.learn(2000)
+    learned = greedy_success(agent, env)
+    assert random_rate < 0.3
+    # 0.5 needs the replies: a policy that ignores them names one animal (0.25); asking " eggs" / " fly" first and
+    # guessing from the answers reaches 0.5 or more
+    assert learned >= random_rate + 0.2, (random_rate, learned)
