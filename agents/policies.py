@@ -193,6 +193,9 @@ class CausalLMPolicy(nn.Module):
     """
 
     model: Any  # a transformers PreTrainedModel
+    #: :meth:`sample` drops rows that ended (EOS) from the KV-cached decode, so later steps run only the live
+    #: rows; the samples are those of the whole batch (see :meth:`sample`)
+    drop_finished_rows: bool = True
 
     def __init__(
         self,
@@ -473,8 +476,10 @@ class CausalLMPolicy(nn.Module):
         mask = torch.zeros((b, max_new_tokens), dtype=torch.long, device=dev)
         alive = torch.ones(b, dtype=torch.bool, device=dev)
         state = self.begin(prompt_ids, prompt_mask)
+        rows: torch.Tensor | None = None  # rows of the batch still in the decode state (None: all of them)
+        full_logits = state.logits
         for t in range(max_new_tokens):
-            logits = state.logits
+            logits = full_logits
             if action_masks is not None:
                 logits = logits.masked_fill(~action_masks[t].bool(), float("-inf"))
             if logits_hook is not None:
@@ -489,7 +494,17 @@ class CausalLMPolicy(nn.Module):
             if eos_action is not None:
                 alive = alive & (a != eos_action)
             if t + 1 < max_new_tokens and bool(alive.any()):
-                state = self.extend(state, a, alive)
+                if self.drop_finished_rows:
+                    rows, state = _drop_finished(state, rows, alive)
+                if rows is None:
+                    state = self.extend(state, a, alive)
+                    full_logits = state.logits
+                else:
+                    state = self.extend(state, a[rows], alive[rows])
+                    # finished rows keep stale logits: their draws are replaced by pad, and a draw takes the same
+                    # random numbers whatever the logits, so the live rows sample as with the whole batch
+                    full_logits = full_logits.clone()
+                    full_logits[rows] = state.logits
             elif not bool(alive.any()):
                 break
         tokens = self.action_ids[actions] if self.action_ids is not None else actions
@@ -538,6 +553,30 @@ class CausalLMPolicy(nn.Module):
             assert policy.value_head is not None
             policy.value_head.load_state_dict(load_file(str(root / VALUE_HEAD_FILE)))
         return policy
+
+
+def _drop_finished(
+    state: DecodeState, rows: torch.Tensor | None, alive: torch.Tensor
+) -> tuple[torch.Tensor | None, DecodeState]:
+    """Drop the finished rows from a decode state (KV cache included) when its cache can select rows.
+
+    :param rows: the batch rows the state holds (``None``: all, in order).
+    :param alive: bool (B,) over the whole batch.
+    :returns: the rows kept and their state (the same objects when nothing is dropped).
+    """
+    held = torch.arange(alive.shape[0], device=alive.device) if rows is None else rows
+    keep = alive[held]
+    if bool(keep.all()) or not hasattr(state.past, "batch_select_indices"):
+        return rows, state
+    idx = torch.nonzero(keep).squeeze(1)
+    state.past.batch_select_indices(idx)
+    return held[idx], DecodeState(
+        state.logits[idx],
+        None if state.values is None else state.values[idx],
+        state.past,
+        state.attention_mask[idx],
+        state.next_position[idx],
+    )
 
 
 def trim_left_padding(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -70,3 +70,27 @@ def test_sampling_from_a_wide_prompt_slot_equals_sampling_from_the_trimmed_promp
     )
     assert torch.equal(wide.actions, narrow.actions)
     torch.testing.assert_close(wide.logprobs, narrow.logprobs)
+
+
+def test_sampling_without_finished_rows_draws_what_the_whole_batch_draws() -> None:
+    policy = _policy()
+    prompt_ids = torch.randint(2, 40, (6, 5))
+    prompt_mask = torch.ones_like(prompt_ids)
+    outs = []
+    for drop in (True, False):
+        policy.drop_finished_rows = drop
+        outs.append(
+            policy.sample(
+                prompt_ids,
+                prompt_mask,
+                12,
+                eos_action=3,
+                generator=torch.Generator().manual_seed(1),
+                logits_hook=lambda t, logits, _: logits + 2.5 * (torch.arange(40) == 3),  # EOS likelier
+            )
+        )
+    dropped, whole = outs
+    lengths = whole.lengths.tolist()
+    assert min(lengths) < max(lengths), "some rows end early (EOS), so rows are dropped mid-decode"
+    assert torch.equal(dropped.actions, whole.actions) and torch.equal(dropped.mask, whole.mask)
+    torch.testing.assert_close(dropped.logprobs, whole.logprobs)
