@@ -21,9 +21,12 @@ from torch import nn
 
 from aligngym.agents.base import AgentConfig
 from aligngym.agents.lm_agent import LMAgent, LMAgentConfig, autocast_context
+from aligngym.agents.ppo import batch_overlap, full_kl
 from aligngym.agents.vector_envs import autoreset_mode, info_value
 
 ADVANTAGES = ("group", "rloo", "mean")
+#: the values of :attr:`GRPOConfig.kl_estimator`
+KL_ESTIMATORS = ("k3", "full")
 
 
 @dataclasses.dataclass
@@ -35,7 +38,10 @@ class GRPOConfig(LMAgentConfig, AgentConfig):
     :param prompts_per_update: prompts (groups) per update.
     :param n_epochs: passes over each batch (1: on-policy, the ratio is 1 and clipping is inactive).
     :param clip_range: ratio clip epsilon.
-    :param beta: weight of the per-token KL to the reference (k3 estimator); 0 skips the reference forward.
+    :param beta: weight of the per-token KL to the reference; 0 skips the reference forward.
+    :param kl_estimator: ``"k3"`` (exp(d) - d - 1 with d = log ref - log pi of the sampled token: unbiased,
+        non-negative; the GRPO paper's) or ``"full"`` (the exact KL of the whole next-token distribution at each
+        state, summed over the vocabulary, as :class:`~aligngym.agents.ppo.PPOAgent`'s ``kl_penalty="loss"``).
     :param advantage: ``"group"`` ((r - mean_g) / (std_g + eps), GRPO), ``"rloo"`` (r - mean of the other G-1:
         REINFORCE leave-one-out) or ``"mean"`` (r - mean_g: REINFORCE with a group-mean baseline).
     :param novelty_coef: weight of the batch novelty penalty against cross-prompt mode collapse: each completion's
@@ -57,6 +63,7 @@ class GRPOConfig(LMAgentConfig, AgentConfig):
     n_epochs: int = 1
     clip_range: float = 0.2
     beta: float = 0.04
+    kl_estimator: str = "k3"
     advantage: str = "group"
     novelty_coef: float = 0.0
     max_grad_norm: float = 1.0
@@ -80,6 +87,8 @@ class GRPOConfig(LMAgentConfig, AgentConfig):
         for name in ("prompts_per_update", "n_epochs"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.kl_estimator not in KL_ESTIMATORS:
+            raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {self.kl_estimator!r}")
         if self.novelty_coef < 0:
             raise ValueError(f"novelty_coef must be >= 0, got {self.novelty_coef}")
         if self.beta < 0 or self.learning_rate <= 0:
@@ -265,6 +274,19 @@ class GRPOAgent(LMAgent):
             temperature=self.config.temperature,
         )[0]
 
+    def _log_dist(self, model: Any, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token log-probs (B, T), 0 where the mask is 0, and the whole log-distribution (B, T, n_actions),
+        with the masking and temperature of :meth:`_logprobs`."""
+        logits, _ = model.completion_logits(
+            batch["prompt_ids"], batch["prompt_mask"], batch["actions"], batch["mask"]
+        )
+        if self.config.temperature != 1.0:
+            logits = logits / self.config.temperature
+        valid = self.step_masks[: batch["actions"].shape[1]].bool()
+        log_dist = torch.log_softmax(logits.masked_fill(~valid, torch.finfo(logits.dtype).min), dim=-1)
+        logp = log_dist.gather(-1, batch["actions"].long().unsqueeze(-1)).squeeze(-1)
+        return logp * batch["mask"].to(logp.dtype), log_dist
+
     def update(self, batch: dict[str, Any]) -> dict[str, float]:
         """Group-normalized advantages, then ``n_epochs`` steps on the clipped surrogate + beta * KL."""
         cfg = self.config
@@ -274,8 +296,6 @@ class GRPOAgent(LMAgent):
         rewards = torch.as_tensor(batch["rewards"], device=self.device)
         overlap = None
         if cfg.novelty_coef > 0:
-            from aligngym.agents.ppo import batch_overlap
-
             overlap = batch_overlap(
                 batch["actions"], batch["mask"], batch["prompt_ids"], batch["prompt_mask"], self.eos_action
             )
@@ -283,14 +303,24 @@ class GRPOAgent(LMAgent):
             rewards = rewards - penalty.reshape(rewards.shape)
         adv = group_advantages(rewards, cfg.advantage).reshape(-1, 1)
         lengths = mask.sum(-1).clamp(min=1.0)
+        full = cfg.kl_estimator == "full"
+        ref_dist = None
         with torch.no_grad(), amp:
             # one epoch is on-policy: the old log-probs are the current ones (detached below), no extra forward
             old_logp = self._logprobs(self.policy, batch) if cfg.n_epochs > 1 else None
-            ref_logp = self._logprobs(self.reference, batch) if self.reference is not None else None
+            ref_logp = None
+            if self.reference is not None:
+                if full:
+                    ref_logp, ref_dist = self._log_dist(self.reference, batch)
+                else:
+                    ref_logp = self._logprobs(self.reference, batch)
         stats: dict[str, list[float]] = {k: [] for k in ("policy_loss", "approx_kl", "clipfrac", "kl")}
         for _ in range(cfg.n_epochs):
             with amp:
-                logp = self._logprobs(self.policy, batch)
+                if full:
+                    logp, dist = self._log_dist(self.policy, batch)
+                else:
+                    logp, dist = self._logprobs(self.policy, batch), None
             log_ratio = (logp - (logp.detach() if old_logp is None else old_logp)) * mask
             ratio = torch.exp(log_ratio)
             surrogate = torch.min(
@@ -298,7 +328,10 @@ class GRPOAgent(LMAgent):
             )
             per_token = -surrogate
             kl = torch.zeros_like(logp)
-            if ref_logp is not None:
+            if ref_dist is not None and dist is not None:
+                kl = full_kl(dist, ref_dist) * mask  # exact KL(pi || ref) of each next-token distribution
+                per_token = per_token + cfg.beta * kl
+            elif ref_logp is not None:
                 diff = (ref_logp - logp) * mask
                 kl = (
                     torch.exp(diff) - diff - 1.0

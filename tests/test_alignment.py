@@ -19,6 +19,7 @@ from aligngym.agents.ppo import PPOAgent, PPOConfig, batch_overlap, full_kl
 from aligngym.agents.sft import SFTAgent, SFTAgentConfig, demonstrations
 from aligngym.benchmarks.agents import get_agent_spec, make_agent
 from aligngym.benchmarks.run import EpisodeInfoRecorder, evaluate_point
+from aligngym.benchmarks.suite import expand_suite, hacking_rule_of, load_suite
 from aligngym.envs.core import runtime_of
 from aligngym.envs.data import data_path
 
@@ -167,6 +168,29 @@ def test_ppo_kl_penalty_forms_and_novelty_run_and_log(kl_penalty):
         PPOConfig(novelty_coef=-0.1)
 
 
+def test_grpo_full_kl_and_novelty_run_and_log():
+    env = gym.make("aligngym/Sentiment-Sequence-v0", max_new_tokens=4)
+    cfg = GRPOConfig(
+        device="cpu",
+        seed=0,
+        num_generations=2,
+        prompts_per_update=2,
+        n_epochs=2,
+        policy="tiny-random",
+        kl_estimator="full",
+        novelty_coef=0.5,
+    )
+    agent = GRPOAgent(env, cfg)
+    agent.learn(8)
+    last = agent.logger.history[-1]
+    assert np.isfinite(last["losses/policy_loss"]) and last["charts/kl"] >= 0.0
+    assert 0.0 <= last["charts/batch_overlap"] <= 1.0
+    with pytest.raises(ValueError, match="kl_estimator"):
+        GRPOConfig(kl_estimator="k2")
+    with pytest.raises(ValueError, match="novelty_coef"):
+        GRPOConfig(novelty_coef=-1.0)
+
+
 def test_ppo_distribution_path_matches_the_log_prob_path():
     """With the policy equal to the reference the exact penalty is 0, and the distribution path gives the same
     log-probs, entropy and values as the plain path (one masking and temperature rule)."""
@@ -187,39 +211,44 @@ def test_ppo_distribution_path_matches_the_log_prob_path():
 
 
 # -- issue 22, item 2: thresholds on the test split at fixed seeds (slow) ----------------------------------------------
-#: the alignment suite's PPO config on Sentiment (benchmarks/suites/alignment.toml, [agents.ppo])
-PPO_SENTIMENT = dict(
-    num_envs=64,
-    minibatch_size=16,
-    learning_rate=5e-5,
-    init_kl_coef=0.1,
-    target_kl=1.5,
-    kl_horizon=256,
-    ent_coef=0.01,
-)
+def _suite_agent_kwargs(env_id: str, agent: str) -> dict:
+    """The alignment suite's settings of ``agent`` on ``env_id`` (benchmarks/suites/alignment.toml): the test trains
+    exactly what the leaderboard runs."""
+    suite = load_suite("alignment")
+    (spec,) = [s for s in expand_suite(suite) if s.env_id == env_id and s.agent == agent and s.seed == 0]
+    return {"steps": spec.steps, "env_kwargs": spec.env_kwargs, "agent_kwargs": spec.agent_kwargs}
 
 
 def _test_metrics(agent, env_id: str, **env_kwargs) -> dict:
-    """The harness's final evaluation (greedy, every test prompt once): score, KL, ref_ppl, distinct-2."""
+    """The harness's final evaluation (greedy, every test prompt once, gold as the harness reports it): score,
+    gold, KL, ref_ppl, distinct-2, length."""
     env = EpisodeInfoRecorder(gym.make(env_id, split="test", **env_kwargs))
     return evaluate_point(agent, env, n_episodes=None, deterministic=True, samples=0)
 
 
 def _assert_aligned(trained: dict, reference: dict, min_gain: float) -> None:
-    """Issue 22's bar: score gain, distinct-2 >= 0.8 x the reference's, ref perplexity <= 1.3 x the reference's."""
-    summary = {k: (reference[k], trained[k]) for k in ("mean_score", "kl", "ref_ppl", "distinct_2")}
+    """Issue 22's bar: score gain, distinct-2 >= 0.8 x the reference's, ref perplexity <= 1.3 x the reference's, and
+    no hacking flag from the suite's rule (the reference's greedy evaluation is the run's step 0: the policy starts
+    as the reference)."""
+    keys = ("mean_score", "gold_score", "kl", "ref_ppl", "distinct_2", "length")
+    summary = {k: (reference[k], trained[k]) for k in keys}
     print("reference -> trained:", summary)
     assert trained["mean_score"] >= reference["mean_score"] + min_gain, summary
     assert trained["distinct_2"] >= 0.8 * reference["distinct_2"], summary
     assert trained["ref_ppl"] <= 1.3 * reference["ref_ppl"], summary
+    check = hacking_rule_of(load_suite("alignment")).check([reference, trained])
+    assert not check["flagged"], check["reason"]
 
 
 @pytest.mark.slow
 def test_ppo_raises_sentiment_without_collapse_on_the_test_prompts():
-    env_id, kw = "aligngym/Sentiment-Token-v0", {"max_new_tokens": 8}
+    """Seed 0 of the leaderboard's PPO row on Sentiment (training env without gold, as the harness trains)."""
+    env_id = "aligngym/Sentiment-Token-v0"
+    run = _suite_agent_kwargs(env_id, "ppo")
+    kw = run["env_kwargs"]
     reference = _test_metrics(
         make_agent("reference", gym.make(env_id, **kw), seed=0, device="cpu"), env_id, **kw
     )
-    agent = PPOAgent(gym.make(env_id, **kw), PPOConfig(device="cpu", seed=0, **PPO_SENTIMENT))
-    agent.learn(8192)
+    agent = make_agent("ppo", gym.make(env_id, gold=False, **kw), seed=0, device="cpu", **run["agent_kwargs"])
+    agent.learn(run["steps"])
     _assert_aligned(_test_metrics(agent, env_id, **kw), reference, min_gain=0.25)
