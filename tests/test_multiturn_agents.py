@@ -312,7 +312,13 @@ def test_sb3_trains_on_a_multi_turn_id_with_a_restricted_vocabulary(name: str) -
 
 
 #: multi-turn PPO on Guess: a random-init tiny GPT-2 (2 layers, 32 wide), no KL (the reference is random too)
-LEARNING = {"num_envs": 16, "learning_rate": 1e-3, "init_kl_coef": 0.0, "adaptive_kl": False, "ent_coef": 0.01}
+LEARNING = {
+    "num_envs": 16,
+    "learning_rate": 1e-3,
+    "init_kl_coef": 0.0,
+    "adaptive_kl": False,
+    "ent_coef": 0.01,
+}
 
 
 @pytest.mark.slow
@@ -327,3 +333,37 @@ def test_multi_turn_ppo_beats_random_at_twenty_questions() -> None:
     # 0.5 needs the replies: a policy that ignores them names one animal (0.25); asking " eggs" / " fly" first and
     # guessing from the answers reaches 0.5 or more
     assert learned >= random_rate + 0.2, (random_rate, learned)
+
+
+def test_multi_turn_grpo_learns_a_one_secret_guess_game() -> None:
+    """A sanity check of the group baseline: with one possible secret, naming it at once is optimal."""
+    torch.set_num_threads(1)
+    env = gym.make(GUESS, prompts=[{"prompt": "x", "secret": "cat"}])  # the simulator writes the opening
+    agent = grpo(env, num_generations=8, prompts_per_update=2, learning_rate=3e-3, beta=0.0)
+    agent.learn(150)
+    first = agent.logger.latest("charts/success")
+    agent.learn(650)
+    assert first < 0.8
+    assert greedy_success(agent, gym.make(GUESS, prompts=[{"prompt": "x", "secret": "cat"}])) == 1.0
+
+
+@pytest.mark.slow
+def test_gru_reinforce_beats_random_at_twenty_questions_in_minutes() -> None:
+    from aligngym.agents.reinforce import ReinforceAgent, ReinforceConfig
+
+    torch.set_num_threads(1)
+    env = gym.make(GUESS)
+    random_rate = random_success(env)
+    cfg = ReinforceConfig(
+        seed=0,
+        device="cpu",
+        num_envs=16,
+        learning_rate=1e-2,
+        policy_kwargs={"embed_dim": 16, "hidden_size": 64},
+        ent_coef=0.01,
+        baseline="value",
+    )
+    agent = ReinforceAgent(gym.make(GUESS), cfg)
+    agent.learn(6000)
+    learned = greedy_success(agent, env)
+    assert learned >= random_rate + 0.2, (random_rate, learned)  # 0.5 needs the replies (see the PPO test)

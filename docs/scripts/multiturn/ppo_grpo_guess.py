@@ -59,7 +59,9 @@ ppo = MultiTurnPPOAgent(
 print("ppo greedy success before", greedy_success(ppo, env))
 t = time.perf_counter()
 ppo.learn(ppo_steps)
-print(f"ppo {ppo.num_timesteps} tokens in {time.perf_counter() - t:.0f} s: greedy success {greedy_success(ppo, env)}")
+print(
+    f"ppo {ppo.num_timesteps} tokens in {time.perf_counter() - t:.0f} s: greedy success {greedy_success(ppo, env)}"
+)
 print("ppo max logprob mismatch over the run", max(r["charts/logprob_mismatch"] for r in ppo.logger.history))
 
 grpo = MultiTurnGRPOAgent(
