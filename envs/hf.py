@@ -86,6 +86,25 @@ def cache_kwarg(model: Any, cache: Any) -> dict[str, Any]:
     return {_cache_name_of(type(model).forward): cache}
 
 
+@functools.lru_cache(maxsize=1)
+def _dynamic_cache_keyword() -> str:
+    from transformers import DynamicCache
+
+    params = inspect.signature(DynamicCache.__init__).parameters
+    return "ddp_cache_data" if "ddp_cache_data" in params else "_distributed_cache_data"
+
+
+def dynamic_cache(kv: Any) -> Any:
+    """A ``transformers`` ``DynamicCache`` holding ``kv`` (keys, values per layer), built with the keyword the
+    installed version takes (``ddp_cache_data`` on 5.x, ``_distributed_cache_data`` on 4.x).
+
+    :param kv: ``[(keys, values), ...]``, one pair per layer, each (batch, heads, positions, head_dim).
+    """
+    from transformers import DynamicCache
+
+    return DynamicCache(**{_dynamic_cache_keyword(): kv})
+
+
 def output_cache(output: Any) -> Any:
     """The KV cache of a model output (``output.cache`` on 5.x, ``output.past_key_values`` on 4.x), or ``None``."""
     keys = output.keys() if hasattr(output, "keys") else ()
@@ -96,6 +115,7 @@ def output_cache(output: Any) -> Any:
 
 __all__ = [
     "cache_kwarg",
+    "dynamic_cache",
     "load_local_pretrained",
     "output_cache",
     "quiet_transformers",

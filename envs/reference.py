@@ -476,12 +476,12 @@ def _layers_kv(cache: Any) -> list[tuple[Any, Any]]:
 
 def _make_cache(kv: list[tuple[Any, Any]]) -> Any:
     """A ``transformers`` ``DynamicCache`` holding ``kv`` (keys, values per layer) without copying them."""
-    from transformers import DynamicCache
+    from aligngym.envs.hf import dynamic_cache
 
-    cache = DynamicCache(ddp_cache_data=[(k[..., :0, :], v[..., :0, :]) for k, v in kv])
+    cache = dynamic_cache([(k[..., :0, :], v[..., :0, :]) for k, v in kv])
     layers = getattr(cache, "layers", None)
-    if layers is None or len(layers) != len(kv):  # another cache layout: let transformers copy them in
-        return DynamicCache(ddp_cache_data=kv)
+    if layers is None or len(layers) != len(kv):  # another cache layout (4.x): let transformers take them
+        return dynamic_cache(kv)
     for layer, (k, v) in zip(layers, kv):
         layer.keys, layer.values = k, v
     return cache

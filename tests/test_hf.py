@@ -94,3 +94,19 @@ def test_loading_never_downloads(tmp_path: Path) -> None:
 
     with pytest.raises(FileNotFoundError, match="never downloads"):
         load_local_pretrained(AutoModelForCausalLM, tmp_path / "missing")
+
+
+def test_dynamic_cache_holds_given_keys_and_values() -> None:
+    """The reference LM's KV cache rebuilds a ``DynamicCache`` from stored tensors (the constructor keyword differs
+    between 4.x and 5.x; a wrong one made the cache silently fall back to uncached forwards on 4.x)."""
+    from aligngym.envs.hf import dynamic_cache
+    from aligngym.envs.reference import _layers_kv
+
+    model = tiny_causal_lm(32, seed=0).eval()
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        full = model(ids).logits[:, -1]
+        past = output_cache(model(ids[:, :3], use_cache=True))
+        cache = dynamic_cache([(k.clone(), v.clone()) for k, v in _layers_kv(past)])
+        step = model(ids[:, 3:], use_cache=True, **cache_kwarg(model, cache)).logits[:, -1]
+    torch.testing.assert_close(step, full, atol=1e-5, rtol=1e-5)

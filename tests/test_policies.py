@@ -117,7 +117,9 @@ def test_cache_is_passed_without_transformers_deprecation_warnings(monkeypatch: 
     from transformers.utils import generic
 
     warned: list[str] = []
-    monkeypatch.setattr(generic.logger, "warning_once", lambda msg, *a, **k: warned.append(str(msg)))
+    # transformers 5.x logs its cache deprecation through this logger (4.x has none there)
+    if hasattr(generic, "logger"):
+        monkeypatch.setattr(generic.logger, "warning_once", lambda msg, *a, **k: warned.append(str(msg)))
     model = tiny_causal_lm(64, seed=0)
     name = next(iter(cache_kwarg(model, None)))
     assert name in ("cache", "past_key_values")

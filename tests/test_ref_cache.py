@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import aligngym.envs  # noqa: F401  (registers the ids)
+from aligngym.envs.hf import cache_kwarg
 from aligngym.envs.reference import ReferenceKVCache, ReferenceModel
 from aligngym.envs.tokenization import load_tokenizer
 
@@ -46,7 +47,7 @@ class CountingModel(torch.nn.Module):
 
     def forward(self, cache: Any = None, **kwargs: Any) -> Any:
         self.widths.append(int(kwargs["input_ids"].shape[1]))
-        return self.inner(**({"cache": cache} if cache is not None else {}), **kwargs)
+        return self.inner(**(cache_kwarg(self.inner, cache) if cache is not None else {}), **kwargs)
 
 
 def _rows(rng: np.random.Generator, n: int, prompt_slot: int, width: int) -> tuple[np.ndarray, np.ndarray]:
