@@ -1,4 +1,4 @@
-"""PNG plots of the benchmark report: learning curves (score and gold score) and reward-hacking diagnostics.
+"""PNG plots of the benchmark report: learning curves (score, gold score, difficulty) and reward-hacking diagnostics.
 
 Reads run records only; :func:`plot_env` draws one env's two figures with matplotlib's object API (no pyplot state,
 safe in worker processes). Bands are ± the sample std (ddof=1) over seeds.
@@ -46,13 +46,33 @@ def _label(agent: str, recs: Sequence[dict[str, Any]]) -> str:
     return f"{agent} (oracle)" if any(r.get("oracle") for r in recs) else agent
 
 
+def _plot_levels(ax: Any, recs: Sequence[dict[str, Any]], color: Any) -> None:
+    """The training level at each evaluation point (solid, mean over seeds) and, under a curriculum, the highest
+    level mastered so far (dashed)."""
+    x, level, _ = mean_curve(recs, "step", "difficulty")
+    if np.isfinite(level).any():
+        ax.plot(x, level, drawstyle="steps-post", marker="o", ms=3, color=color)
+    x, mastered, _ = mean_curve(recs, "step", "mastered")
+    if np.isfinite(mastered).any():
+        ax.plot(x, mastered, drawstyle="steps-post", ls="--", color=color)
+
+
+def _level_title(recs: Sequence[dict[str, Any]]) -> str:
+    levels = sorted(
+        {int(p["eval_difficulty"]) for r in recs for p in r["curve"] if _finite(p.get("eval_difficulty"))}
+    )
+    where = f"; evaluated at level {', '.join(map(str, levels))}" if levels else ""
+    return f"training level (solid), mastered (dashed){where}"
+
+
 def plot_env(
     records: Sequence[dict[str, Any]], env_id: str, plots_dir: Path, rule: HackingRule
 ) -> list[Path]:
     """Two PNGs for one env.
 
     ``<env>_curves.png``: test score vs env steps and vs training wall time, plus the gold score vs env steps when
-    the env reports one (gold beside the proxy score). ``<env>_hacking.png``: score vs distinct-2 and score vs KL
+    the env reports one (gold beside the proxy score), and the training difficulty level vs env steps when the env
+    has levels (a curriculum's mastered level dashed). ``<env>_hacking.png``: score vs distinct-2 and score vs KL
     to the reference measured on the evaluation completions, one trajectory per agent from step 0 to the end.
     """
     from matplotlib.figure import Figure
@@ -64,12 +84,13 @@ def plot_env(
     paths = []
     slug = env_slug(env_id)
     has_gold = any(_finite(p.get("gold_score")) for r in ok for p in r["curve"])
+    has_level = any(_finite(p.get("difficulty")) for r in ok for p in r["curve"])
 
-    fig = Figure(figsize=(16 if has_gold else 11, 4), layout="constrained")
-    axes = fig.subplots(1, 3 if has_gold else 2)
     panels = [("step", "mean_score"), ("train_time", "mean_score")] + (
         [("step", "gold_score")] if has_gold else []
     )
+    fig = Figure(figsize=(5.5 * (len(panels) + has_level), 4), layout="constrained")
+    axes = fig.subplots(1, len(panels) + has_level)
     for agent, recs in by_agent.items():
         color = None
         for ax, (x_key, y_key) in zip(axes, panels):
@@ -79,6 +100,8 @@ def plot_env(
             )
             color = line.get_color()
             ax.fill_between(x, y - s, y + s, alpha=0.2, color=color)
+        if has_level:
+            _plot_levels(axes[len(panels)], recs, color)
     axes[0].set_xlabel("env steps")
     axes[1].set_xlabel("training wall time (s)")
     for ax, (_, y_key) in zip(axes, panels):
@@ -87,6 +110,12 @@ def plot_env(
     if has_gold:
         axes[2].set_xlabel("env steps")
         axes[2].set_title("gold score (never in the reward)", fontsize=9)
+    if has_level:
+        ax = axes[len(panels)]
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("difficulty level")
+        ax.set_title(_level_title(ok), fontsize=9)
+        ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(f"{slug}: test score (mean ± sample std over seeds, ddof=1)")
     path = plots_dir / f"{slug}_curves.png"

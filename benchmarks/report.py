@@ -200,7 +200,7 @@ def write_csv(records: Sequence[dict[str, Any]], path: Path, rule: HackingRule) 
 
 def write_curves_csv(records: Sequence[dict[str, Any]], path: Path) -> Path:
     """One row per evaluation point of every run (the learning curves)."""
-    fields = ["run_id", "env_id", "agent", "seed", "step", "train_time", "wall_time", *METRICS]
+    fields = ["run_id", "env_id", "agent", "seed", "step", "train_time", "wall_time", *METRICS, *LEVEL_FIELDS]
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
@@ -212,6 +212,7 @@ def write_curves_csv(records: Sequence[dict[str, Any]], path: Path) -> Path:
                         "step": point.get("step"),
                         "train_time": point.get("train_time"),
                         "wall_time": point.get("wall_time"),
+                        **{k: point.get(k) for k in LEVEL_FIELDS},
                         "run_id": rec["run_id"],
                         "env_id": rec["env_id"],
                         "agent": rec["agent"],
@@ -295,6 +296,38 @@ def components_table(records: Sequence[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
+#: what a curve point of an env with difficulty levels adds (see :func:`aligngym.benchmarks.run.level_fields`)
+LEVEL_FIELDS = ("difficulty", "eval_difficulty", "mastered", "highest_level")
+
+
+def levels_table(records: Sequence[dict[str, Any]]) -> str:
+    """Markdown table of difficulty per (env, agent) for envs with levels: the training level at the end, the
+    highest level a curriculum mastered, and the level of the evaluation (mean ± std over finished seeds);
+    empty when no run has levels."""
+    rows = [
+        "| env | agent | curriculum | training level at end | mastered | evaluated at level |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (env_id, agent), recs in _groups(records).items():
+        ok = [r for r in recs if r.get("status") == "ok"]
+        finals = [r.get("final") or {} for r in ok]
+        if not any(f.get("difficulty") is not None for f in finals):
+            continue
+        config = next((r["curriculum"].get("config") for r in ok if r.get("curriculum")), None)
+        mode = (
+            "-"
+            if config is None
+            else ("fixed: " + str(config["schedule"]) if config.get("schedule") else "adaptive")
+        )
+        rows.append(
+            f"| {env_slug(env_id)} | {agent_label(agent, recs)} | {_md_cell(mode, 40)} | "
+            f"{_mean_std([f.get('difficulty') for f in finals], 2)} | "
+            f"{_mean_std([f.get('mastered') for f in finals], 2)} | "
+            f"{_mean_std([f.get('eval_difficulty') for f in finals], 0)} |"
+        )
+    return "\n".join(rows) if len(rows) > 2 else ""
+
+
 def _md_cell(text: Any, limit: int = 120) -> str:
     s = str(text).replace("\r", " ").replace("\n", "⏎").replace("|", "\\|").replace("`", "'")
     return s if len(s) <= limit else s[: limit - 1] + "…"
@@ -350,6 +383,18 @@ def render_report(
         "",
         components_table(records),
         "",
+    ]
+    levels = levels_table(records)
+    if levels:
+        lines += [
+            "Difficulty levels (curriculum runs train on a moving level; *mastered*: the highest level with a full "
+            "window of training episodes at the target success rate; evaluation is on held-out instances of the "
+            "stated level):",
+            "",
+            levels,
+            "",
+        ]
+    lines += [
         "## Learning curves",
         "",
     ]

@@ -59,6 +59,86 @@ class EpisodeInfoRecorder(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
+def make_train_env(spec: RunSpec) -> gym.Env:
+    """The training env of a run: ``gym.make(env_id, split="train", gold=False, **env_kwargs)``, wrapped in a
+    :class:`~aligngym.envs.curriculum.Curriculum` when ``spec.curriculum`` is set.
+
+    Gold is an evaluation judge: the training env skips it (it costs a model call per episode) unless asked.
+    """
+    env = gym.make(spec.env_id, **{"split": "train", "gold": False, **spec.env_kwargs})
+    if spec.curriculum is None:
+        return env
+    from aligngym.envs.curriculum import curriculum_from_config
+
+    config = {k: v for k, v in spec.curriculum.items() if k != "eval_difficulty"}
+    return curriculum_from_config(env, config, total_steps=spec.steps)
+
+
+def eval_difficulty(spec: RunSpec) -> int | None:
+    """The level a curriculum run is evaluated at: ``curriculum["eval_difficulty"]``, else
+    ``env_kwargs["max_difficulty"]``; ``None`` (the env's own ``difficulty``) for a run without a curriculum."""
+    if spec.curriculum is None:
+        return None
+    level = spec.curriculum.get("eval_difficulty", spec.env_kwargs.get("max_difficulty"))
+    return None if level is None else int(level)
+
+
+def make_test_env(spec: RunSpec) -> gym.Env:
+    """The evaluation env of a run: ``split="test"`` (held-out instances where the env has them), at
+    :func:`eval_difficulty` for a curriculum run (``max_difficulty`` is kept, so the spaces match training)."""
+    kwargs = {**spec.env_kwargs, "split": "test"}
+    level = eval_difficulty(spec)
+    if level is not None:
+        kwargs["difficulty"] = level
+    return gym.make(spec.env_id, **kwargs)
+
+
+def find_curriculum(env: Any) -> Any:
+    """The :class:`~aligngym.envs.curriculum.Curriculum` in ``env``'s wrapper chain, or ``None``."""
+    from aligngym.envs.curriculum import find_curriculum as find
+
+    return find(env)
+
+
+def _int_attr(env: gym.Env, name: str) -> int | None:
+    value = getattr(env.unwrapped, name, None)
+    return int(value) if isinstance(value, int | np.integer) and not isinstance(value, bool) else None
+
+
+def level_fields(train_env: gym.Env, test_env: gym.Env) -> dict[str, Any]:
+    """What a curve point says about difficulty: ``difficulty`` (the training env's current level),
+    ``eval_difficulty`` (the evaluation's level) and, under a curriculum, ``mastered`` / ``highest_level``; empty for
+    envs without levels."""
+    out: dict[str, Any] = {}
+    curriculum = find_curriculum(train_env)
+    if curriculum is not None:
+        state = curriculum.controller.state()
+        out.update(
+            difficulty=state["level"],
+            mastered=state["mastered"],
+            highest_level=state["highest_level"],
+            curriculum_episodes=state["episodes"],
+        )
+    elif (level := _int_attr(train_env, "difficulty")) is not None:
+        out["difficulty"] = level
+    if (level := _int_attr(test_env, "difficulty")) is not None:
+        out["eval_difficulty"] = level
+    return out
+
+
+def _check_curriculum_moved(spec: RunSpec, train_env: gym.Env, agent: Any) -> None:
+    """Fail a curriculum run whose agent trained without stepping the wrapped env (an agent that builds its own
+    vector env from the id would silently train at a fixed level)."""
+    curriculum = find_curriculum(train_env)
+    if curriculum is None or int(getattr(agent, "num_timesteps", 0)) == 0:
+        return
+    if curriculum.controller.env_steps == 0:
+        raise RuntimeError(
+            f"agent {spec.factory_name!r} trained {agent.num_timesteps} steps without stepping the curriculum-wrapped "
+            "env it was given (it builds its own env), so the curriculum cannot move it; run it without curriculum"
+        )
+
+
 def _completion_tokens(info: dict[str, Any], eos_id: int | None) -> list[Any]:
     """Completion token ids without EOS (the text the scorer judged), else its whitespace words."""
     ids = info.get("completion_ids")
@@ -253,10 +333,9 @@ def execute_run(
     try:
         import aligngym.envs  # noqa: F401  (registers the ids)
 
-        # gold is an evaluation judge: the training env skips it (it costs a model call per episode) unless asked
-        train_env = gym.make(spec.env_id, **{"split": "train", "gold": False, **spec.env_kwargs})
+        train_env = make_train_env(spec)
         envs.append(train_env)
-        test_env = EpisodeInfoRecorder(gym.make(spec.env_id, **{**spec.env_kwargs, "split": "test"}))
+        test_env = EpisodeInfoRecorder(make_test_env(spec))
         envs.append(test_env)
         agent_spec = get_agent_spec(spec.factory_name)
         agent = make_agent(
@@ -281,6 +360,7 @@ def execute_run(
                 samples=spec.samples,
             )
             point.update(step=step, train_time=train_time, wall_time=time.perf_counter() - start)
+            point.update(level_fields(train_env, test_env))
             return point
 
         if progress:
@@ -300,6 +380,7 @@ def execute_run(
                 agent.learn(target - done)
             train_time += time.perf_counter() - t0
             curve.append(evaluate_now(target))
+            _check_curriculum_moved(spec, train_env, agent)
             if bar is not None:
                 bar.update(max(0, min(target, spec.steps) - bar.n))
         record["status"] = "ok"
@@ -319,6 +400,13 @@ def execute_run(
             except Exception as err:  # the run's result stands; the failure to clean up is recorded with it
                 record.setdefault("cleanup_errors", []).append(f"env.close: {type(err).__name__}: {err}")
     final = curve[-1] if curve else {}
+    curriculum = find_curriculum(envs[0]) if envs else None
+    if curriculum is not None:
+        record["curriculum"] = {
+            "config": spec.curriculum,
+            "moves": curriculum.controller.moves,
+            **curriculum.controller.state(),
+        }
     record.update(
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         wall_time=time.perf_counter() - start,

@@ -38,6 +38,10 @@ class RunSpec:
     :param env_kwargs: ``gym.make`` keyword arguments (both splits).
     :param agent_kwargs: agent config overrides.
     :param samples: completions kept per evaluation.
+    :param curriculum: train on ``Curriculum(gym.make(env_id, **env_kwargs), ...)`` built from this dict (keys of
+        :data:`aligngym.envs.curriculum.CONFIG_KEYS`, ``schedule = "linear"`` spreads ``steps`` over the levels),
+        plus ``eval_difficulty``: the level of the held-out evaluation (default: ``env_kwargs["max_difficulty"]``);
+        ``None``: the env as made.
     """
 
     env_id: str
@@ -52,6 +56,7 @@ class RunSpec:
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     agent_kwargs: dict[str, Any] = field(default_factory=dict)
     samples: int = 4
+    curriculum: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.steps < 0:
@@ -64,6 +69,8 @@ class RunSpec:
             )
         if not LABEL_RE.match(self.agent):
             raise ValueError(f"agent label {self.agent!r} must match {LABEL_RE.pattern} (it names files)")
+        if self.curriculum is not None:
+            check_run_curriculum(self.curriculum)
 
     @property
     def factory_name(self) -> str:
@@ -75,8 +82,32 @@ class RunSpec:
 
     def fingerprint(self) -> str:
         """Hash of everything that determines the result (``--resume`` re-runs a run whose fingerprint changed)."""
-        blob = json.dumps(dataclasses.asdict(self), sort_keys=True, default=str)
+        fields = dataclasses.asdict(self)
+        if fields["curriculum"] is None:  # runs without one keep the fingerprints of older harnesses
+            del fields["curriculum"]
+        blob = json.dumps(fields, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def check_run_curriculum(config: Any) -> None:
+    """Refuse a run's curriculum table with unknown keys (those of :func:`~aligngym.envs.curriculum.curriculum_from_config`
+    plus ``eval_difficulty``) or a bad schedule."""
+    from aligngym.envs.curriculum import check_curriculum_config
+
+    if not isinstance(config, dict):
+        raise TypeError(f"curriculum must be a table (dict), got {type(config).__name__}: {config!r}")
+    level = config.get("eval_difficulty")
+    if level is not None and (isinstance(level, bool) or not isinstance(level, int) or level < 1):
+        raise ValueError(f"curriculum eval_difficulty must be a positive integer, got {level!r}")
+    check_curriculum_config({k: v for k, v in config.items() if k != "eval_difficulty"})
+
+
+def _merge_curriculum(env_table: Any, agent_table: Any) -> dict[str, Any] | None:
+    """The run's curriculum: the agent table's keys over the env table's; ``curriculum = false`` in the agent table
+    turns the env's off."""
+    if agent_table is False or (env_table in (None, False) and agent_table is None):
+        return None
+    return {**dict(env_table or {}), **dict(agent_table or {})}
 
 
 def env_slug(env_id: str) -> str:
@@ -126,7 +157,7 @@ _GROUP_KEYS = {
     "eval_deterministic",
     "samples",
 }
-_AGENT_RESERVED = {"agent", "env_kwargs", "eval_deterministic"}
+_AGENT_RESERVED = {"agent", "env_kwargs", "eval_deterministic", "curriculum"}
 
 
 def suite_dir() -> Path:
@@ -220,9 +251,12 @@ def expand_suite(
         [suite]   seeds, steps, eval_points, eval_episodes (0: every test prompt), eval_deterministic, device,
                   samples; envs / agents: the matrix when there is no [[runs]]
         [report]  hacking_min_score_rise, hacking_diversity_ratio, hacking_diversity_floor, hacking_min_gold_fall
-        [envs."aligngym/X-Token-v0"]   gym.make kwargs for every agent on that env
+        [envs."aligngym/X-Token-v0"]   gym.make kwargs for every agent on that env, and optionally
+                        curriculum = {target_success, window, schedule, ..., eval_difficulty}: train on a
+                        Curriculum-wrapped env (see :class:`RunSpec`)
         [agents.NAME]   config overrides; reserved: agent (the named agent when NAME is a label),
-                        env_kwargs (merged over the env's), eval_deterministic
+                        env_kwargs (merged over the env's), eval_deterministic, curriculum (merged over the
+                        env's key by key; false turns it off)
         [[runs]]  envs, agents, and any of seeds / steps / eval_points / eval_episodes / samples for this group
 
     :param envs: with ``agents``, replaces the suite's matrix by envs x agents (names as in :func:`resolve_env_id`).
@@ -240,6 +274,7 @@ def expand_suite(
     if bad:
         raise ValueError(f"unknown override(s) {sorted(bad)}; expected {sorted(SUITE_DEFAULTS)}")
     env_tables = {resolve_env_id(k): dict(v or {}) for k, v in suite.get("envs", {}).items()}
+    env_curricula = {k: v.pop("curriculum", None) for k, v in env_tables.items()}
     agent_tables: dict[str, dict[str, Any]] = {k: dict(v or {}) for k, v in suite.get("agents", {}).items()}
     if envs or agents:
         if not (envs and agents):
@@ -276,6 +311,7 @@ def expand_suite(
                 env_kwargs = {**env_tables.get(env_id, {}), **dict(table.get("env_kwargs") or {})}
                 agent_kwargs = {k: v for k, v in table.items() if k not in _AGENT_RESERVED}
                 deterministic = bool(table.get("eval_deterministic", settings["eval_deterministic"]))
+                curriculum = _merge_curriculum(env_curricula.get(env_id), table.get("curriculum"))
                 for seed in seeds:
                     spec = RunSpec(
                         env_id=env_id,
@@ -290,6 +326,7 @@ def expand_suite(
                         env_kwargs=env_kwargs,
                         agent_kwargs=agent_kwargs,
                         samples=int(settings["samples"]),
+                        curriculum=curriculum,
                     )
                     if spec.run_id in seen:
                         raise ValueError(

@@ -306,6 +306,72 @@ class _Returning:
         return self.env
 
 
+#: the keys of a curriculum given as a plain dict (a benchmark suite's ``curriculum = {...}`` table)
+CONFIG_KEYS = ("target_success", "hysteresis", "window", "schedule", "min_level", "max_level", "start_level")
+
+
+def check_curriculum_config(config: dict[str, Any]) -> None:
+    """Refuse a curriculum dict with unknown keys or a ``schedule`` that is not ``"linear"`` or ``[[step, level], ...]``.
+
+    :param config: the dict :func:`curriculum_from_config` takes.
+    :raises TypeError: when ``config`` is not a dict.
+    :raises ValueError: unknown keys, or a bad ``schedule``.
+    """
+    if not isinstance(config, dict):
+        raise TypeError(f"a curriculum config must be a dict (a TOML table), got {type(config).__name__}")
+    unknown = set(config) - set(CONFIG_KEYS)
+    if unknown:
+        raise ValueError(f"unknown curriculum key(s) {sorted(unknown)}; expected some of {list(CONFIG_KEYS)}")
+    schedule = config.get("schedule")
+    if schedule is None or schedule == "linear":
+        return
+    if isinstance(schedule, str) or not isinstance(schedule, Sequence):
+        raise ValueError(
+            f'curriculum schedule must be "linear" or a list of [env_step, level] pairs, got {schedule!r}'
+        )
+
+
+def curriculum_from_config(
+    env: gym.Env[Any, Any], config: dict[str, Any], total_steps: int | None = None
+) -> Curriculum:
+    """``Curriculum(env, ...)`` from a plain dict (what a benchmark suite's ``curriculum = {...}`` table holds).
+
+    ``{"target_success": 0.7, "window": 32}`` is the adaptive rule; ``{"schedule": "linear"}`` a fixed schedule that
+    spends ``total_steps / levels`` env steps on each level (:func:`linear_schedule`); ``{"schedule": [[0, 1],
+    [4000, 2]]}`` an explicit one.
+
+    :param env: the env to wrap (see :class:`Curriculum`).
+    :param config: keys of :data:`CONFIG_KEYS`.
+    :param total_steps: the training budget in env steps (needed by ``schedule = "linear"``).
+    :raises ValueError: unknown keys, a bad schedule, or ``"linear"`` without ``total_steps``.
+    """
+    check_curriculum_config(config)
+    kwargs = dict(config)
+    schedule = kwargs.pop("schedule", None)
+    if schedule == "linear":
+        if total_steps is None or total_steps <= 0:
+            raise ValueError(f'schedule "linear" needs the training budget, got total_steps={total_steps!r}')
+        min_level = int(kwargs.get("min_level", 1))
+        max_level = kwargs.get("max_level", getattr(env.unwrapped, "max_difficulty", None))
+        if max_level is None:
+            raise ValueError(
+                f"{type(env.unwrapped).__name__} has no max_difficulty; give max_level in the curriculum config"
+            )
+        schedule = linear_schedule(int(total_steps), min_level, int(max_level))
+    elif schedule is not None:
+        schedule = [tuple(pair) for pair in schedule]
+    return Curriculum(env, schedule=schedule, **kwargs)
+
+
+def find_curriculum(env: Any) -> Curriculum | None:
+    """The :class:`Curriculum` wrapper in ``env``'s wrapper chain, or ``None``."""
+    while env is not None:
+        if isinstance(env, Curriculum):
+            return env
+        env = getattr(env, "env", None)
+    return None
+
+
 def linear_schedule(total_steps: int, min_level: int, max_level: int) -> list[tuple[int, int]]:
     """A fixed schedule that spends ``total_steps / (levels)`` env steps on each level, easiest first."""
     if not _is_int(total_steps) or total_steps <= 0:
@@ -317,10 +383,14 @@ def linear_schedule(total_steps: int, min_level: int, max_level: int) -> list[tu
 
 
 __all__ = [
+    "CONFIG_KEYS",
     "Curriculum",
     "CurriculumController",
     "ScheduleFn",
+    "check_curriculum_config",
+    "curriculum_from_config",
     "default_success",
+    "find_curriculum",
     "linear_schedule",
     "make_curriculum_vec",
 ]
