@@ -26,7 +26,7 @@ from aligngym.envs.autoreset import (
 from aligngym.envs.reference import ReferenceKVCache
 from aligngym.envs.runtime import RUNTIME_OPTIONS, VECTOR_ONLY_OPTIONS, TaskRuntime, positive_int
 from aligngym.envs.tasks import Task
-from aligngym.envs.vector_decode import byte_level_decoder
+from aligngym.envs.vector_decode import ByteLevelDecoder, decoder_for
 
 #: above this many (prompt, slot) entries the prompt table is not precomputed (rows are filled one by one)
 _PROMPT_TABLE_MAX = 1 << 22
@@ -145,7 +145,9 @@ class AlignmentVectorEnv(gym.vector.VectorEnv):
         self._prompt_table = self._build_prompt_table()
         self._all = np.arange(n)  # idx of a step or reset of every row (the common case: slices, no gathers)
         self._all.setflags(write=False)
-        self._decoder = byte_level_decoder(rt.tokenizer.backend, rt.vocab_size)  # None: decode via tokenizers
+        self._decoder: ByteLevelDecoder | bool | None = (
+            False  # built on the first decode (None: via tokenizers)
+        )
 
     # -- hooks of the two granularities ----------------------------------------------------------------------------
     def _make_action_space(self) -> spaces.Space[Any]:
@@ -422,7 +424,9 @@ class AlignmentVectorEnv(gym.vector.VectorEnv):
         block = self._ids[idx, P : P + max(gens, default=0)].tolist()
         ids = [row[:g] for row, g in zip(block, gens)]
         # one batched decode of Python-int lists (as TextTokenizer.decode), then runtime.completion_text's stop cut
-        if self._decoder is not None:
+        if self._decoder is False:
+            self._decoder = decoder_for(rt.tokenizer)
+        if isinstance(self._decoder, ByteLevelDecoder):
             decoded = self._decoder.decode_batch(ids)
         else:
             decoded = rt.tokenizer.backend.decode_batch(ids, skip_special_tokens=True)

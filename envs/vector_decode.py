@@ -8,6 +8,7 @@ lookup gives exactly. Any other tokenizer (WordPiece, Metaspace, normalisers, ..
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -82,4 +83,23 @@ def byte_level_decoder(backend: Any, vocab_size: int) -> ByteLevelDecoder | None
     return ByteLevelDecoder(backend, vocab_size)
 
 
-__all__ = ["ByteLevelDecoder", "byte_level_decoder"]
+#: decoders already built, per TextTokenizer (envs built on one tokenizer share its table)
+_BUILT: weakref.WeakKeyDictionary[Any, ByteLevelDecoder | None] = weakref.WeakKeyDictionary()
+
+
+def decoder_for(tokenizer: Any) -> ByteLevelDecoder | None:
+    """:func:`byte_level_decoder` of an aligngym ``TextTokenizer`` (``.backend``, ``.vocab_size``), built once per
+    tokenizer object (a 50k-token table takes a fraction of a second)."""
+    try:
+        return _BUILT[tokenizer]
+    except (KeyError, TypeError):
+        pass
+    dec = byte_level_decoder(tokenizer.backend, tokenizer.vocab_size)
+    try:
+        _BUILT[tokenizer] = dec
+    except TypeError:  # pragma: no cover - an object without weak references: not cached
+        pass
+    return dec
+
+
+__all__ = ["ByteLevelDecoder", "byte_level_decoder", "decoder_for"]

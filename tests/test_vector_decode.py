@@ -11,7 +11,7 @@ import pytest
 from tokenizers import AddedToken, Tokenizer, decoders, models
 
 from aligngym.envs.tokenization import load_tokenizer
-from aligngym.envs.vector_decode import ByteLevelDecoder, byte_level_decoder
+from aligngym.envs.vector_decode import ByteLevelDecoder, byte_level_decoder, decoder_for
 
 
 def test_byte_table_equals_tokenizers_decode_on_random_ids_with_invalid_utf8() -> None:
@@ -59,11 +59,13 @@ def test_the_native_vector_env_decodes_with_the_byte_table() -> None:
     import aligngym.envs  # noqa: F401  (registration)
 
     venv = gym.make_vec("aligngym/Sentiment-Token-v0", num_envs=2, max_new_tokens=2)
-    assert isinstance(cast(Any, venv.unwrapped)._decoder, ByteLevelDecoder)
     venv.reset(seed=0)
     venv.step(np.array([300, 301]))
     *_, infos = venv.step(np.array([302, 303]))
     assert infos["completion"].tolist() == [tok_text([300, 302]), tok_text([301, 303])]
+    built = cast(Any, venv.unwrapped)._decoder  # built on the first decode, shared by envs of one tokenizer
+    assert isinstance(built, ByteLevelDecoder)
+    assert decoder_for(cast(Any, venv.unwrapped).runtime.tokenizer) is built
 
 
 def tok_text(ids: list[int]) -> str:
