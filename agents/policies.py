@@ -23,9 +23,12 @@ from aligngym.agents.sampling import (
     Completion,
     DecodeState,
     LogitsHook,
+    drop_finished,
     positions_from_mask,
     process_logits,
     sample_actions,
+    trim_left_padding,
+    used_steps,
 )
 from aligngym.envs.hf import cache_kwarg, output_cache
 from aligngym.envs.reference import load_causal_lm, model_vocab_size
@@ -495,7 +498,7 @@ class CausalLMPolicy(nn.Module):
                 alive = alive & (a != eos_action)
             if t + 1 < max_new_tokens and bool(alive.any()):
                 if self.drop_finished_rows:
-                    rows, state = _drop_finished(state, rows, alive)
+                    rows, state = drop_finished(state, rows, alive)
                 if rows is None:
                     state = self.extend(state, a, alive)
                     full_logits = state.logits
@@ -553,51 +556,6 @@ class CausalLMPolicy(nn.Module):
             assert policy.value_head is not None
             policy.value_head.load_state_dict(load_file(str(root / VALUE_HEAD_FILE)))
         return policy
-
-
-def _drop_finished(
-    state: DecodeState, rows: torch.Tensor | None, alive: torch.Tensor
-) -> tuple[torch.Tensor | None, DecodeState]:
-    """Drop the finished rows from a decode state (KV cache included) when its cache can select rows.
-
-    :param rows: the batch rows the state holds (``None``: all, in order).
-    :param alive: bool (B,) over the whole batch.
-    :returns: the rows kept and their state (the same objects when nothing is dropped).
-    """
-    held = torch.arange(alive.shape[0], device=alive.device) if rows is None else rows
-    keep = alive[held]
-    if bool(keep.all()) or not hasattr(state.past, "batch_select_indices"):
-        return rows, state
-    idx = torch.nonzero(keep).squeeze(1)
-    state.past.batch_select_indices(idx)
-    return held[idx], DecodeState(
-        state.logits[idx],
-        None if state.values is None else state.values[idx],
-        state.past,
-        state.attention_mask[idx],
-        state.next_position[idx],
-    )
-
-
-def trim_left_padding(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``ids``, ``mask`` (B, L) without the leading columns that no row attends (left padding common to all rows).
-
-    Nothing attends those columns and positions count attended tokens only, so every output is unchanged; a batch of
-    short prompts in a wide prompt slot runs on its own width. A mask with no attended token is returned as is.
-    """
-    seen = mask.bool().any(0)
-    if mask.shape[1] == 0 or bool(seen[0]) or not bool(seen.any()):
-        return ids, mask
-    first = int(seen.long().argmax())
-    return ids[:, first:], mask[:, first:]
-
-
-def used_steps(mask: torch.Tensor) -> int:
-    """1 + the last column of ``mask`` (B, T) that any row has set (0 for an all-zero mask)."""
-    seen = mask.bool().any(0)
-    if not bool(seen.any()):
-        return 0
-    return int(seen.shape[0] - int(seen.flip(0).long().argmax()))
 
 
 def _max_positions(model: Any) -> int:

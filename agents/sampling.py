@@ -1,5 +1,6 @@
-"""Sampling helpers of the causal-LM policies: logits processing (temperature, top-k, top-p), drawing actions, and
-the records of a KV-cached decode (:class:`DecodeState`) and of a sampled batch (:class:`Completion`).
+"""Sampling helpers of the causal-LM policies: logits processing (temperature, top-k, top-p), drawing actions, the
+records of a KV-cached decode (:class:`DecodeState`) and of a sampled batch (:class:`Completion`), and the work they
+skip (padding no row attends, steps after every row's end, finished rows of a decode).
 """
 
 from __future__ import annotations
@@ -83,11 +84,59 @@ class Completion:
     logprobs: torch.Tensor
 
 
+def drop_finished(
+    state: DecodeState, rows: torch.Tensor | None, alive: torch.Tensor
+) -> tuple[torch.Tensor | None, DecodeState]:
+    """Drop the finished rows from a decode state (KV cache included) when its cache can select rows.
+
+    :param rows: the batch rows the state holds (``None``: all, in order).
+    :param alive: bool (B,) over the whole batch.
+    :returns: the rows kept and their state (the same objects when nothing is dropped).
+    """
+    held = torch.arange(alive.shape[0], device=alive.device) if rows is None else rows
+    keep = alive[held]
+    if bool(keep.all()) or not hasattr(state.past, "batch_select_indices"):
+        return rows, state
+    idx = torch.nonzero(keep).squeeze(1)
+    state.past.batch_select_indices(idx)
+    return held[idx], DecodeState(
+        state.logits[idx],
+        None if state.values is None else state.values[idx],
+        state.past,
+        state.attention_mask[idx],
+        state.next_position[idx],
+    )
+
+
+def trim_left_padding(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``ids``, ``mask`` (B, L) without the leading columns that no row attends (left padding common to all rows).
+
+    Nothing attends those columns and positions count attended tokens only, so every output is unchanged; a batch of
+    short prompts in a wide prompt slot runs on its own width. A mask with no attended token is returned as is.
+    """
+    seen = mask.bool().any(0)
+    if mask.shape[1] == 0 or bool(seen[0]) or not bool(seen.any()):
+        return ids, mask
+    first = int(seen.long().argmax())
+    return ids[:, first:], mask[:, first:]
+
+
+def used_steps(mask: torch.Tensor) -> int:
+    """1 + the last column of ``mask`` (B, T) that any row has set (0 for an all-zero mask)."""
+    seen = mask.bool().any(0)
+    if not bool(seen.any()):
+        return 0
+    return int(seen.shape[0] - int(seen.flip(0).long().argmax()))
+
+
 __all__ = [
     "Completion",
     "DecodeState",
     "LogitsHook",
+    "drop_finished",
     "positions_from_mask",
     "process_logits",
     "sample_actions",
+    "trim_left_padding",
+    "used_steps",
 ]
