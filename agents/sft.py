@@ -364,6 +364,40 @@ def demonstrations(runtime: Any) -> list[tuple[str, str]]:
     )
 
 
+#: seed of the keyword picks of :func:`corpus_demonstrations` (the reference LM's own keyword-copy lines use 0)
+CORPUS_DEMO_SEED = 1
+
+
+def corpus_demonstrations(runtime: Any, n: int, seed: int = CORPUS_DEMO_SEED) -> list[tuple[str, str]]:
+    """``n`` extra Keywords demonstrations: ``"Write a sentence using: w1, w2, w3."`` -> a sentence that uses them,
+    built from the *train* documents of the reference LM's corpus split (``corpus_split.json``) by
+    :func:`aligngym.agents.pretrain_reference.keyword_rows` with new keyword picks (``seed``). No test row is read:
+    the task's test sentences are not in the corpus, and a row whose prompt is a task prompt of any split is dropped.
+
+    :param runtime: the env's ``TaskRuntime`` (must be the Keywords task).
+    :param n: rows wanted (fewer when the train documents run out).
+    :raises ValueError: for another task or a negative ``n``.
+    """
+    if runtime.task.name != "Keywords":
+        raise ValueError(
+            f"corpus demonstrations are CommonGen-style Keywords rows; task is {runtime.task.name!r}"
+        )
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    if n == 0:
+        return []
+    from aligngym.agents.pretrain_reference import keyword_rows, load_split
+    from aligngym.envs.data import data_path
+    from aligngym.envs.prompts import load_prompt_rows
+
+    train_docs, _, _ = load_split(data_path("corpus.txt"), data_path("corpus_split.json"))
+    task_prompts = {r["prompt"] for r in load_prompt_rows(runtime.task, split="all")}
+    rows = [
+        r for r in keyword_rows(train_docs, n + len(task_prompts), seed) if r["prompt"] not in task_prompts
+    ]
+    return [(r["prompt"], _joined(r["prompt"], r["reference"])) for r in rows[:n]]
+
+
 @dataclasses.dataclass
 class SFTAgentConfig(LMAgentConfig, AgentConfig):
     """Hyper-parameters of :class:`SFTAgent` (plus the agent and LM fields).
@@ -372,12 +406,15 @@ class SFTAgentConfig(LMAgentConfig, AgentConfig):
     :param learning_rate: peak SFT step size (warm-up then cosine decay, :class:`SFTConfig`).
     :param batch_size: (prompt, completion) pairs per step.
     :param temperature: sampling temperature of ``predict`` when not ``deterministic``.
+    :param corpus_demonstrations: Keywords only: also fine-tune on this many CommonGen-style rows built from the
+        reference LM's train documents (:func:`corpus_demonstrations`); 0: the task's train rows only.
     """
 
     sft_steps: int = 200
     learning_rate: float = 3e-4
     batch_size: int = 16
     temperature: float = 1.0
+    corpus_demonstrations: int = 0
 
     def __post_init__(self) -> None:
         if self.sft_steps < 0 or self.batch_size <= 0 or self.learning_rate <= 0 or self.temperature <= 0:
@@ -385,6 +422,8 @@ class SFTAgentConfig(LMAgentConfig, AgentConfig):
                 f"sft_steps must be >= 0 and batch_size, learning_rate, temperature positive, got {self.sft_steps}, "
                 f"{self.batch_size}, {self.learning_rate}, {self.temperature}"
             )
+        if self.corpus_demonstrations < 0:
+            raise ValueError(f"corpus_demonstrations must be >= 0, got {self.corpus_demonstrations}")
 
 
 def supervised_fine_tune(policy: CausalLMPolicy, runtime: Any, steps: int, config: Any) -> dict[str, float]:
@@ -393,7 +432,8 @@ def supervised_fine_tune(policy: CausalLMPolicy, runtime: Any, steps: int, confi
     :param policy: the policy to train in place (left in eval mode).
     :param runtime: the env's ``TaskRuntime``.
     :param steps: optimizer steps.
-    :param config: a config with ``learning_rate``, ``seed``, ``device`` and optionally ``batch_size``.
+    :param config: a config with ``learning_rate``, ``seed``, ``device`` and optionally ``batch_size`` and
+        ``corpus_demonstrations`` (extra Keywords rows from the reference LM's train documents).
     :returns: the trainer's last metrics (``train_loss``, ``steps``, ``seconds``).
     """
     sft_cfg = SFTConfig(
@@ -406,7 +446,11 @@ def supervised_fine_tune(policy: CausalLMPolicy, runtime: Any, steps: int, confi
         seed=config.seed,
         device=str(config.device),
     )
-    trainer = SFTTrainer(policy, runtime.tokenizer, sft_cfg, pairs=demonstrations(runtime))
+    pairs = demonstrations(runtime)
+    extra = int(getattr(config, "corpus_demonstrations", 0) or 0)
+    if extra:
+        pairs = pairs + corpus_demonstrations(runtime, extra)
+    trainer = SFTTrainer(policy, runtime.tokenizer, sft_cfg, pairs=pairs)
     metrics = trainer.train(steps) if steps > 0 else {}
     policy.eval()
     return metrics

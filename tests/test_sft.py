@@ -113,3 +113,33 @@ def test_trained_policy_saves_and_loads(tok, tmp_path):
     back = CausalLMPolicy.from_pretrained(tmp_path / "sft", tokenizer=tok)
     ids = torch.tensor([tok.encode("The soup was")])
     torch.testing.assert_close(back(ids, torch.ones_like(ids)), policy(ids, torch.ones_like(ids)))
+
+
+def test_corpus_demonstrations_are_new_keyword_rows_from_train_documents():
+    import gymnasium as gym
+
+    import aligngym.envs  # noqa: F401  (registers the ids)
+    from aligngym.agents.pretrain_reference import load_split
+    from aligngym.agents.sft import SFTAgentConfig, corpus_demonstrations
+    from aligngym.envs.core import runtime_of
+    from aligngym.envs.data import data_path
+    from aligngym.envs.scorers import make_scorer
+
+    rt = runtime_of(gym.make("aligngym/Keywords-Sequence-v0", gold=False))
+    test_rt = runtime_of(gym.make("aligngym/Keywords-Sequence-v0", split="test", gold=False))
+    pairs = corpus_demonstrations(rt, 50)
+    assert len(pairs) == 50 and pairs == corpus_demonstrations(rt, 50)  # deterministic
+    assert corpus_demonstrations(rt, 0) == []
+    task_prompts = {r["prompt"] for r in rt.rows + test_rt.rows}
+    assert not task_prompts & {p for p, _ in pairs}
+    train_docs, held_out, _ = load_split(data_path("corpus.txt"), data_path("corpus_split.json"))
+    train_set, held_set = set(train_docs), set(held_out)
+    assert all(c.strip() in train_set and c.strip() not in held_set for _, c in pairs)
+    assert all(p.startswith("Write a sentence using: ") and c.startswith(" ") for p, c in pairs)
+    keywords = [p[len("Write a sentence using: ") : -1].split(", ") for p, _ in pairs]
+    coverage = make_scorer("keywords")([p for p, _ in pairs], [c for _, c in pairs], keywords=keywords)
+    assert float(coverage.min()) == 1.0  # every demonstration uses its three keywords
+    with pytest.raises(ValueError, match="Keywords"):
+        corpus_demonstrations(runtime_of(gym.make("aligngym/Sentiment-Sequence-v0", gold=False)), 5)
+    with pytest.raises(ValueError, match="corpus_demonstrations"):
+        SFTAgentConfig(corpus_demonstrations=-1)
