@@ -41,6 +41,35 @@ def turn_progress(ids: Sequence[int] | np.ndarray, assistant_sep: Sequence[int])
     return started, (len(seq) - last if last is not None else 0)
 
 
+def split_dialogue_history(
+    runtime: Any, ids: np.ndarray, mask: np.ndarray
+) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+    """Dialogue observations (B, L) split for the embedding observation: the history up to the last assistant
+    separator, the assistant's turn in progress, and the Markov entries ``[tokens_left / max_turn_tokens,
+    turns_left / max_turns]`` float32 (B, 2), clipped to [0, 1]. A final observation (the user answered after the
+    last turn) is all history, with [0, 0]. Read from the separators (see :func:`turn_progress`).
+
+    :param runtime: the env's :class:`DialogueRuntime`.
+    :param ids: int (B, L) observations.
+    :param mask: int (B, L) attention masks.
+    """
+    budget, turns = runtime.max_turn_tokens, runtime.max_turns
+    prompts, completions, left = [], [], []
+    for row, m in zip(ids, mask):
+        history = row[m > 0]
+        started, in_turn = turn_progress(history, runtime.assistant_sep)
+        if in_turn and turn_progress(history[len(history) - in_turn :], runtime.user_sep)[0]:
+            prompts.append(history)  # the conversation is over
+            completions.append(history[:0])
+            left.append([0.0, 0.0])
+            continue
+        cut = len(history) - in_turn
+        prompts.append(history[:cut])
+        completions.append(history[cut:])
+        left.append([(budget - in_turn) / budget, (turns - max(started - 1, 0)) / turns])
+    return prompts, completions, np.clip(np.asarray(left, dtype=np.float32), 0.0, 1.0)
+
+
 def _positive(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or int(value) <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")

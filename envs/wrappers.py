@@ -18,6 +18,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from aligngym.envs.dialogue_runtime import split_dialogue_history
 from aligngym.envs.recording import (
     RecordEpisodes,
     episodes_to_sft_pairs,
@@ -301,10 +302,8 @@ class ObservationEmbedder:
         #: a dialogue env (no prompt slot): the split is at the last assistant separator, plus a turns-left entry
         self.multi_turn = runtime.max_prompt_tokens is None and hasattr(runtime, "max_turns")
         if self.multi_turn:
-            self.prompt_len = 0
-            self.budget = int(runtime.max_turn_tokens)
-            self.max_turns = int(runtime.max_turns)
-            self.assistant_sep = list(runtime.assistant_sep)
+            self.prompt_len, self.budget = 0, int(runtime.max_turn_tokens)
+            self.runtime = runtime
         else:
             self.prompt_len = int(runtime.max_prompt_tokens)
             self.budget = int(runtime.max_new_tokens)
@@ -417,7 +416,7 @@ class ObservationEmbedder:
         """State vectors of one observation ((L,) -> (D,)) or a batch ((N, L) -> (N, D)), float32."""
         ids, mask, single = _batched(obs)
         if self.multi_turn:
-            prompts, completions, left = self._split_history(ids, mask)
+            prompts, completions, left = split_dialogue_history(self.runtime, ids, mask)
         else:
             p = self.prompt_len
             prompts = [row[:p][m[:p] > 0] for row, m in zip(ids, mask)]
@@ -434,28 +433,6 @@ class ObservationEmbedder:
             ]
         out = np.concatenate(parts, axis=1)
         return out[0] if single else out
-
-    def _split_history(
-        self, ids: np.ndarray, mask: np.ndarray
-    ) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
-        """Dialogue observations: (history up to the last assistant separator, the turn in progress, the Markov
-        entries ``[tokens_left / max_turn_tokens, turns_left / max_turns]`` float32 (B, 2), both clipped to [0, 1])."""
-        from aligngym.envs.dialogue_runtime import turn_progress
-
-        prompts, completions, left = [], [], []
-        for row, m in zip(ids, mask):
-            history = row[m > 0]
-            started, in_turn = turn_progress(history, self.assistant_sep)
-            cut = len(history) - in_turn
-            prompts.append(history[:cut])
-            completions.append(history[cut:])
-            left.append(
-                [
-                    (self.budget - in_turn) / self.budget,
-                    (self.max_turns - max(started - 1, 0)) / self.max_turns,
-                ]
-            )
-        return prompts, completions, np.clip(np.asarray(left, dtype=np.float32), 0.0, 1.0)
 
 
 class EmbeddingObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):

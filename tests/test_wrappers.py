@@ -316,3 +316,18 @@ def test_multi_turn_embedding_splits_at_the_last_assistant_separator_and_counts_
             break
     np.testing.assert_allclose(obs[-2:], [1.0, 0.5])  # a fresh turn, one of two turns left
     assert emb.multi_turn and env.observation_space.contains(obs)
+
+
+def test_multi_turn_vector_embedding_marks_the_final_observation() -> None:
+    table = np.random.default_rng(0).normal(size=(8192, 8)).astype(np.float32)
+    venv = VectorEmbeddingObservation(
+        gym.make_vec("aligngym/Guess-Token-v0", num_envs=2), input_embeddings=table
+    )
+    obs, _ = venv.reset(seed=0)
+    assert obs.shape == (2, 18)
+    np.testing.assert_allclose(obs[:, -2:], [[1.0, 1.0], [1.0, 1.0]])
+    # row 0 asks " fly", row 1 guesses " cat" (the end)
+    obs, _, terminated, _, _ = venv.step(np.array([0, 4]))
+    assert terminated.tolist() == [False, True]
+    np.testing.assert_allclose(obs[:, -2:], [[1.0, 0.75], [0.0, 0.0]])
+    np.testing.assert_array_equal(obs[1, 8:16], 0.0)  # no turn in progress after the game is decided
