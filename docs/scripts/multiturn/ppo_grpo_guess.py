@@ -62,11 +62,14 @@ ppo.learn(ppo_steps)
 print(
     f"ppo {ppo.num_timesteps} tokens in {time.perf_counter() - t:.0f} s: greedy success {greedy_success(ppo, env)}"
 )
-print("ppo max logprob mismatch over the run", max(r["charts/logprob_mismatch"] for r in ppo.logger.history))
+mismatches = [r["charts/logprob_mismatch"] for r in ppo.logger.history]
+print("ppo max logprob mismatch over the run", max(mismatches) if mismatches else "-")
 
 grpo = MultiTurnGRPOAgent(
     gym.make(GUESS),
-    MultiTurnGRPOConfig(**common, num_generations=8, prompts_per_update=4, learning_rate=3e-3, beta=0.0),
+    MultiTurnGRPOConfig(
+        **common, num_generations=8, prompts_per_update=4, learning_rate=3e-3, beta=0.0, n_epochs=2
+    ),
 )
 t = time.perf_counter()
 grpo.learn(grpo_steps)
