@@ -224,6 +224,7 @@ class Conversation:
     :param score: ``info["score"]``.
     :param success: ``info["success"]``.
     :param finish_reason: ``info["finish_reason"]``.
+    :param transcript: ``info["transcript"]`` (``[{"role", "text", "ids"}]``).
     """
 
     ids: list[int]
@@ -236,6 +237,7 @@ class Conversation:
     score: float
     success: bool
     finish_reason: str
+    transcript: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     @property
     def episode_return(self) -> float:
@@ -339,6 +341,7 @@ def _conversation(rt: Any, steps: list[tuple[Any, ...]], final: dict[str, Any]) 
         score=float(final["score"]),
         success=bool(final.get("success")),
         finish_reason=str(final.get("finish_reason")),
+        transcript=list(final["transcript"]),
     )
 
 
