@@ -13,6 +13,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -165,7 +166,7 @@ def require_single_turn(env: Any, agent: str, use: str) -> None:
         )
         raise TypeError(
             f"{agent} trains on single-turn envs (one prompt slot + one completion), but {name} is a multi-turn "
-            f"dialogue env: use aligngym.agents.{module}.{use} (on the -Token-v0 id)"
+            f"dialogue env: use aligngym.agents.{module}.{use}"
         )
 
 
@@ -257,14 +258,16 @@ ActFn = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndar
 def play_conversations(
     venv: Any, act: ActFn, seed: int, options: dict[str, Any] | None = None
 ) -> list[Conversation]:
-    """One conversation per row of a token-level dialogue vector env, each checked token by token.
+    """One conversation per row of a dialogue vector env, each checked token by token.
 
-    Rows that finish idle (NEXT_STEP / SAME_STEP: their next episodes are played and ignored; DISABLED: they are
+    On ``-Token-v0`` envs each step is one sampled token; on ``-Sequence-v0`` envs the policy samples a whole turn
+    token by token (up to its first end-of-turn id; the env cuts there too) and the env takes it in one step, the
+    turn's reward going to its last token. Rows that finish idle (NEXT_STEP / SAME_STEP: their next episodes are played and ignored; DISABLED: they are
     reset with ``reset_mask`` and idle there) until every row is done. Every observation the policy acted on must
     equal the prefix of the rebuilt history before the sampled id, and the id at that position must be the sampled
     one: the history the update scores is the one that was sampled from.
 
-    :param venv: a Gymnasium ``VectorEnv`` of ``-Token-v0`` dialogue envs (native or sync).
+    :param venv: a Gymnasium ``VectorEnv`` of dialogue envs (native or sync).
     :param act: the policy (see :data:`ActFn`).
     :param seed: the reset seed.
     :param options: reset options (``{"prompt_index": i}``: every row starts from opening i).
@@ -286,14 +289,22 @@ def play_conversations(
     finals: list[dict[str, Any]] = [{} for _ in range(n)]
     alive = np.ones(n, dtype=bool)
     valid = _row_masks(info, n, rt.n_actions)
+    sequence = isinstance(getattr(venv, "single_action_space", None), gym.spaces.MultiDiscrete)
     while alive.any():
         ids, mask = np.asarray(obs["input_ids"]), np.asarray(obs["attention_mask"])
-        actions, logp = act(ids, mask, valid)
-        actions = np.where(alive, np.asarray(actions, dtype=np.int64), idle)
-        obs, reward, terminated, truncated, info = venv.step(actions)
-        for i in np.flatnonzero(alive):
-            seen = ids[i, : int(mask[i].sum())].copy()
-            steps[i].append((seen, int(actions[i]), float(logp[i]), valid[i].copy(), float(reward[i])))
+        if sequence:
+            turn, kept = sample_turn(rt, act, ids, mask, alive, idle)
+            obs, reward, terminated, truncated, info = venv.step(turn)
+            for i in np.flatnonzero(alive):
+                last = len(kept[i]) - 1
+                steps[i] += [(*k, float(reward[i]) if j == last else 0.0) for j, k in enumerate(kept[i])]
+        else:
+            actions, logp = act(ids, mask, valid)
+            actions = np.where(alive, np.asarray(actions, dtype=np.int64), idle)
+            obs, reward, terminated, truncated, info = venv.step(actions)
+            for i in np.flatnonzero(alive):
+                seen = ids[i, : int(mask[i].sum())].copy()
+                steps[i].append((seen, int(actions[i]), float(logp[i]), valid[i].copy(), float(reward[i])))
         if (np.asarray(truncated) & alive).any():
             raise RuntimeError("a conversation was truncated (TimeLimit?): its transcript is missing")
         ended = np.asarray(terminated, dtype=bool) & alive
@@ -305,8 +316,43 @@ def play_conversations(
         alive &= ~ended
         if mode == "Disabled" and ended.any():
             venv.reset(options={"reset_mask": ended})
-        valid = _row_masks(info, n, rt.n_actions)
+        valid = _row_masks(info, n, rt.n_actions) if not sequence else valid
     return [_conversation(rt, s, f) for s, f in zip(steps, finals)]
+
+
+def sample_turn(
+    rt: Any, act: ActFn, input_ids: np.ndarray, attention_mask: np.ndarray, rows: np.ndarray, idle: int
+) -> tuple[np.ndarray, list[list[tuple[np.ndarray, int, float, np.ndarray]]]]:
+    """A whole assistant turn per row, sampled token by token from the observations (a ``-Sequence-v0`` action).
+
+    :param rt: the env's runtime (``max_turn_tokens``, ``action_mask``, ``token_of``, ``eos_id``).
+    :param act: the policy (see :data:`ActFn`).
+    :param input_ids: int (B, L) observations at the start of the turn.
+    :param attention_mask: int (B, L).
+    :param rows: bool (B,), the rows to sample for (the others get ``idle`` actions).
+    :param idle: an action valid at every position of a turn.
+    :returns: the turns int64 (B, max_turn_tokens) (after a row's end-of-turn id: ``idle``, which the env ignores)
+        and, per row, ``(history before the token, action, log-prob, valid actions)`` of each kept token.
+    """
+    n, t_max = input_ids.shape[0], rt.max_turn_tokens
+    ids, mask = input_ids.copy(), attention_mask.copy()
+    lengths = mask.sum(1).astype(int)
+    turns = np.full((n, t_max), idle, dtype=np.int64)
+    kept: list[list[tuple[np.ndarray, int, float, np.ndarray]]] = [[] for _ in range(n)]
+    writing = np.asarray(rows, dtype=bool).copy()
+    for j in range(t_max):
+        valid = np.tile(np.asarray(rt.action_mask(j), dtype=bool), (n, 1))
+        actions, logp = act(ids, mask, valid)
+        for i in np.flatnonzero(writing):
+            pos, a = lengths[i] + j, int(actions[i])
+            kept[i].append((ids[i, :pos].copy(), a, float(logp[i]), valid[i].copy()))
+            turns[i, j] = a
+            ids[i, pos], mask[i, pos] = rt.token_of(a), 1
+            if rt.eos_id is not None and rt.token_of(a) == rt.eos_id:
+                writing[i] = False
+        if not writing.any():
+            break
+    return turns, kept
 
 
 def _row_masks(info: dict[str, Any], n: int, k: int) -> np.ndarray:
@@ -395,6 +441,7 @@ __all__ = [
     "play_conversations",
     "require_single_turn",
     "sample_tokens",
+    "sample_turn",
     "turn_level_returns",
     "turn_position",
 ]

@@ -119,7 +119,7 @@ class MultiTurnGRPOAgent(MultiTurnLMAgent):
     ``losses/clipfrac``, ``charts/kl``, ``charts/reward_std`` (within-group std of returns, mean over groups),
     ``charts/success`` and ``charts/logprob_mismatch``.
 
-    :param env: a ``-Token-v0`` dialogue env (copied ``num_generations`` times) or a ``VectorEnv`` of G of them.
+    :param env: a dialogue env (copied ``num_generations`` times) or a ``VectorEnv`` of G of them.
     :param config: :class:`MultiTurnGRPOConfig`.
     """
 

@@ -1,4 +1,4 @@
-"""PPO for causal-LM policies on the multi-turn dialogue envs (``aligngym/Dialogue-Token-v0``, ``Guess-Token-v0``).
+"""PPO for causal-LM policies on the multi-turn dialogue envs (``aligngym/Dialogue-*``, ``aligngym/Guess-*``).
 
 Rollouts play one conversation per row of a vector env token by token (:func:`~aligngym.agents.multiturn.
 play_conversations`, which checks every observation against the rebuilt history); the update scores each whole
@@ -25,6 +25,7 @@ from aligngym.agents.multiturn import (
     pack_conversations,
     play_conversations,
     sample_tokens,
+    sample_turn,
     turn_position,
 )
 from aligngym.agents.ppo import AdaptiveKLController, explained_variance, gae, masked_mean, masked_whiten
@@ -98,13 +99,10 @@ class MultiTurnLMAgent(LMAgent):
         rt = self.runtime
         if not hasattr(rt, "max_turns"):
             raise TypeError(
-                f"{type(self).__name__} trains on multi-turn dialogue envs (aligngym/Dialogue-Token-v0, "
-                "aligngym/Guess-Token-v0); single-turn envs take PPOAgent / GRPOAgent"
+                f"{type(self).__name__} trains on multi-turn dialogue envs (aligngym/Dialogue-*, aligngym/Guess-*); "
+                "single-turn envs take PPOAgent / GRPOAgent"
             )
-        if "completion_len" in self.signature:
-            raise TypeError(
-                f"{type(self).__name__} samples token by token: use the -Token-v0 id of the task, not -Sequence-v0"
-            )
+        self.sequence_level = "completion_len" in self.signature
         if rt.context_overflow == "truncate":
             raise ValueError(
                 f"{type(self).__name__} needs context_overflow='end' or 'error': truncated histories are not exact"
@@ -122,23 +120,38 @@ class MultiTurnLMAgent(LMAgent):
         episode_start: np.ndarray | None = None,
         deterministic: bool = False,
     ) -> tuple[np.ndarray, Any]:
-        """Next token action(s) for dialogue observations (L,) or (B, L); sampled unless ``deterministic``."""
+        """Next token action(s) for dialogue observations (L,) or (B, L) (a whole turn, (T,) or (B, T), on a
+        ``-Sequence-v0`` env); sampled unless ``deterministic``."""
         ids, mask, single = self._obs_tensors(obs)
         rt = self.runtime
         ids_np, mask_np = ids.cpu().numpy(), mask.cpu().numpy()
+        if self.sequence_level:
+            act = self._greedy if deterministic else self._act
+            rows = np.ones(len(ids_np), dtype=bool)
+            turns = sample_turn(rt, act, ids_np, mask_np, rows, self._idle_action())[0]
+            return (turns[0] if single else turns), state
         valid = np.stack(
             [
                 rt.action_mask(min(turn_position(i, int(m.sum()), rt.assistant_sep), rt.max_turn_tokens - 1))
                 for i, m in zip(ids_np, mask_np)
             ]
         )
-        if deterministic:
-            logits = self.policy(ids, mask).float()
-            logits = logits.masked_fill(~torch.as_tensor(valid, device=self.device), float("-inf"))
-            out = logits.argmax(-1).cpu().numpy().astype(np.int64)
-        else:
-            out = self._act(ids_np, mask_np, valid)[0]
+        out = (self._greedy if deterministic else self._act)(ids_np, mask_np, valid)[0]
         return (out[0] if single else out), state
+
+    @torch.no_grad()
+    def _greedy(self, ids: np.ndarray, mask: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The most likely valid token per row (log-probs are not needed: 0)."""
+        logits = self.policy(
+            torch.as_tensor(ids, device=self.device), torch.as_tensor(mask, device=self.device)
+        )
+        logits = logits.float().masked_fill(~torch.as_tensor(valid, device=self.device), float("-inf"))
+        return logits.argmax(-1).cpu().numpy().astype(np.int64), np.zeros(len(ids))
+
+    def _idle_action(self) -> int:
+        rt = self.runtime
+        base = np.flatnonzero(rt.action_mask(1))
+        return int(next(a for a in base if rt.token_of(int(a)) != rt.eos_id))
 
     def _play(self, venv: Any, options: dict[str, Any] | None = None) -> list[Conversation]:
         self.policy.eval()
@@ -195,7 +208,8 @@ class MultiTurnPPOAgent(MultiTurnLMAgent):
     ``num_timesteps`` counts the assistant's tokens. Logs CleanRL's keys plus ``charts/kl``, ``charts/kl_coef``,
     ``charts/success`` and ``charts/logprob_mismatch`` (max |update - sampling| log-prob of the batch's tokens).
 
-    :param env: a ``-Token-v0`` dialogue env (copied ``num_envs`` times) or a Gymnasium ``VectorEnv`` of them.
+    :param env: a dialogue env (copied ``num_envs`` times) or a Gymnasium ``VectorEnv`` of them; on ``-Sequence-v0``
+        ids the policy samples each turn token by token and the env takes it in one step.
     :param config: :class:`MultiTurnPPOConfig`.
     """
 

@@ -406,15 +406,15 @@ for _spec in (
         _ours("aligngym.agents.multiturn_ppo:MultiTurnPPOAgent"),
         "aligngym.agents.multiturn_ppo",
         "multi-turn PPO: GAE over the assistant's tokens across turns, value head, KL to the reference "
-        "(dialogue -Token-v0 ids)",
-        granularity="token",
+        "(dialogue ids)",
+        granularity="any",
     ),
     AgentSpec(
         "multiturn-grpo",
         _ours("aligngym.agents.multiturn_grpo:MultiTurnGRPOAgent"),
         "aligngym.agents.multiturn_grpo",
-        "multi-turn GRPO: G conversations per opening, group-relative advantages (dialogue -Token-v0 ids)",
-        granularity="token",
+        "multi-turn GRPO: G conversations per opening, group-relative advantages (dialogue ids)",
+        granularity="any",
     ),
 ):
     register_agent(_spec)

@@ -49,7 +49,15 @@ def grpo(env: Any, **kw: Any) -> MultiTurnGRPOAgent:
 
 
 # -- token-exactness -----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("make_env", [dialogue_env, lambda: gym.make(GUESS)], ids=["dialogue", "guess"])
+def dialogue_sequence_env() -> gym.Env:
+    return gym.make("aligngym/Dialogue-Sequence-v0", **DIALOGUE_KW)
+
+
+ENVS = [dialogue_env, lambda: gym.make(GUESS), dialogue_sequence_env]
+ENV_NAMES = ["dialogue", "guess", "dialogue-sequence"]
+
+
+@pytest.mark.parametrize("make_env", ENVS, ids=ENV_NAMES)
 def test_ppo_update_logprobs_equal_sampling_logprobs_turn_by_turn(make_env: Any) -> None:
     agent = ppo(make_env())
     batch = agent.collect(agent._vector_env())
@@ -81,7 +89,7 @@ def test_ppo_update_logprobs_equal_sampling_logprobs_turn_by_turn(make_env: Any)
     assert metrics["charts/logprob_mismatch"] < 1e-5
 
 
-@pytest.mark.parametrize("make_env", [dialogue_env, lambda: gym.make(GUESS)], ids=["dialogue", "guess"])
+@pytest.mark.parametrize("make_env", ENVS, ids=ENV_NAMES)
 def test_rollout_history_is_the_concatenation_of_sampled_and_user_ids(make_env: Any) -> None:
     env = make_env()
     agent = ppo(env)
@@ -149,9 +157,7 @@ def test_single_turn_ppo_and_grpo_name_the_multi_turn_agent() -> None:
         GRPOAgent(gym.make("aligngym/Guess-Sequence-v0"), GRPOConfig(policy="tiny-random", device="cpu"))
 
 
-def test_multi_turn_agents_refuse_sequence_single_turn_and_truncating_envs() -> None:
-    with pytest.raises(TypeError, match="-Token-v0"):
-        ppo(gym.make("aligngym/Guess-Sequence-v0"))
+def test_multi_turn_agents_refuse_single_turn_and_truncating_envs() -> None:
     with pytest.raises(TypeError, match="multi-turn"):
         ppo(gym.make("aligngym/Target-Token-v0"))
     with pytest.raises(ValueError, match="truncate"):
@@ -360,3 +366,24 @@ def test_gru_reinforce_beats_random_at_twenty_questions_in_minutes() -> None:
     agent.learn(6000)
     learned = greedy_success(agent, env)
     assert learned >= random_rate + 0.2, (random_rate, learned)  # 0.5 needs the replies (see the PPO test)
+
+
+def test_sequence_env_turns_are_sampled_token_by_token_and_cut_at_end_of_turn() -> None:
+    env = dialogue_sequence_env()
+    agent = grpo(env)
+    rt = env.unwrapped.runtime
+    obs, _ = env.reset(seed=0)
+    turn, _ = agent.predict(obs)
+    assert turn.shape == (rt.max_turn_tokens,) and env.action_space.contains(turn)
+    batch = agent.collect(agent._vector_env())
+    for c in batch["conversations"]:
+        start = 0
+        for n_tokens in c.tokens_per_turn:  # a turn ends at its first end-of-turn id or at the budget
+            ids = [rt.token_of(a) for a in c.actions[start : start + n_tokens]]
+            assert n_tokens == rt.max_turn_tokens or ids[-1] == rt.eos_id
+            assert rt.eos_id not in ids[:-1]
+            start += n_tokens
+        # the turn's reward sits on its last token, 0 on the others
+        ends = set(np.cumsum(c.tokens_per_turn) - 1)
+        assert all(r == 0.0 for k, r in enumerate(c.rewards) if k not in ends)
+    assert agent.update(batch)["charts/logprob_mismatch"] < 1e-5
