@@ -387,3 +387,16 @@ def test_sequence_env_turns_are_sampled_token_by_token_and_cut_at_end_of_turn() 
         ends = set(np.cumsum(c.tokens_per_turn) - 1)
         assert all(r == 0.0 for k, r in enumerate(c.rewards) if k not in ends)
     assert agent.update(batch)["charts/logprob_mismatch"] < 1e-5
+
+
+@pytest.mark.parametrize("cls", ["ppo", "grpo"])
+def test_same_seed_same_conversations_and_weights(cls: str) -> None:
+    def run() -> tuple[list[list[int]], list[torch.Tensor]]:
+        agent = ppo(gym.make(GUESS)) if cls == "ppo" else grpo(gym.make(GUESS))
+        agent.learn(12)
+        batch = agent.collect(agent._vector_env())
+        return [c.ids for c in batch["conversations"]], [p.detach() for p in agent.policy.parameters()]
+
+    (ids_a, weights_a), (ids_b, weights_b) = run(), run()
+    assert ids_a == ids_b
+    assert all(torch.equal(p, q) for p, q in zip(weights_a, weights_b))
