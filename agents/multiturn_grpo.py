@@ -15,13 +15,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from torch import nn
 
 from aligngym.agents.base import AgentConfig
 from aligngym.agents.grpo import ADVANTAGES, group_advantages
 from aligngym.agents.lm_agent import LMAgentConfig
 from aligngym.agents.multiturn import Conversation, turn_level_returns
 from aligngym.agents.multiturn_ppo import MultiTurnLMAgent
+from aligngym.agents.pg_losses import clipped_surrogate, k3_kl, optimizer_step, ratio_stats
 
 CREDITS = ("episode", "turn")
 
@@ -177,34 +177,20 @@ class MultiTurnGRPOAgent(MultiTurnLMAgent):
                 mismatch = self._check_logprobs(logp, batch)
                 old_logp = logp.detach()
             assert old_logp is not None
-            log_ratio = (logp - old_logp) * mask
-            ratio = torch.exp(log_ratio)
-            clipped = torch.clamp(ratio, 1 - cfg.clip_range, 1 + cfg.clip_range)
-            per_token = -torch.min(ratio * adv, clipped * adv)
+            surrogate_loss, ratio, log_ratio = clipped_surrogate(logp, old_logp, adv, mask, cfg.clip_range)
+            per_token = surrogate_loss
             kl = torch.zeros_like(logp)
             if ref_logp is not None:
-                diff = (ref_logp - logp) * mask
-                kl = (torch.exp(diff) - diff - 1.0) * mask  # k3: non-negative estimate of KL(pi || ref)
+                kl = k3_kl(logp, ref_logp, mask)
                 per_token = per_token + cfg.beta * kl
             loss = ((per_token * mask).sum(-1) / lengths).mean()
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.max_grad_norm > 0:
-                nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
-            self.optimizer.step()
+            optimizer_step(self.optimizer, loss, self.policy.parameters(), cfg.max_grad_norm)
+            approx_kl, clipfrac = ratio_stats(ratio, log_ratio, mask, cfg.clip_range)
             with torch.no_grad():
-                stats["policy_loss"].append(
-                    float(((-torch.min(ratio * adv, clipped * adv) * mask).sum(-1) / lengths).mean())
-                )
-                stats["approx_kl"].append(
-                    float((((ratio - 1) - log_ratio) * mask).sum() / mask.sum().clamp(min=1))
-                )
-                stats["clipfrac"].append(
-                    float(
-                        (((ratio - 1).abs() > cfg.clip_range).float() * mask).sum() / mask.sum().clamp(min=1)
-                    )
-                )
-                stats["kl"].append(float(kl.sum(-1).mean()))
+                stats["policy_loss"].append(float(((surrogate_loss * mask).sum(-1) / lengths).mean()))
+            stats["approx_kl"].append(approx_kl)
+            stats["clipfrac"].append(clipfrac)
+            stats["kl"].append(float(kl.detach().sum(-1).mean()))
         self.num_updates += 1
         return {
             "losses/policy_loss": float(np.mean(stats["policy_loss"])),

@@ -15,7 +15,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from torch import nn
 
 from aligngym.agents.base import AgentConfig
 from aligngym.agents.lm_agent import LMAgent, LMAgentConfig
@@ -28,7 +27,14 @@ from aligngym.agents.multiturn import (
     sample_turn,
     turn_position,
 )
-from aligngym.agents.ppo import AdaptiveKLController, explained_variance, gae, masked_mean, masked_whiten
+from aligngym.agents.pg_losses import (
+    clipped_surrogate,
+    clipped_value_loss,
+    masked_mean,
+    optimizer_step,
+    ratio_stats,
+)
+from aligngym.agents.ppo import AdaptiveKLController, explained_variance, gae, masked_whiten
 
 
 @dataclasses.dataclass
@@ -253,32 +259,18 @@ class MultiTurnPPOAgent(MultiTurnLMAgent):
                 idx = order[start : start + cfg.minibatch_size]
                 m = mask[idx]
                 logp, values, entropy = self._forward(self.policy, batch, idx, with_values=True)
-                log_ratio = (logp - old_logp[idx]) * m
-                ratio = torch.exp(log_ratio)
-                clipped = torch.clamp(ratio, 1 - cfg.clip_range, 1 + cfg.clip_range)
-                policy_loss = masked_mean(torch.max(-adv[idx] * ratio, -adv[idx] * clipped), m)
-                v_err = (values - returns[idx]) ** 2
-                if cfg.clip_range_vf > 0:
-                    v_clip = old_values[idx] + torch.clamp(
-                        values - old_values[idx], -cfg.clip_range_vf, cfg.clip_range_vf
-                    )
-                    v_err = torch.max(v_err, (v_clip - returns[idx]) ** 2)
-                value_loss = 0.5 * masked_mean(v_err, m)
+                pg, ratio, log_ratio = clipped_surrogate(logp, old_logp[idx], adv[idx], m, cfg.clip_range)
+                policy_loss = masked_mean(pg, m)
+                value_loss = clipped_value_loss(values, old_values[idx], returns[idx], m, cfg.clip_range_vf)
                 ent = masked_mean(entropy, m)
                 loss = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * ent
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.max_grad_norm > 0:
-                    nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
-                self.optimizer.step()
-                with torch.no_grad():
-                    stats["policy_loss"].append(float(policy_loss))
-                    stats["value_loss"].append(float(value_loss))
-                    stats["approx_kl"].append(float(masked_mean((ratio - 1) - log_ratio, m)))
-                    stats["clipfrac"].append(
-                        float(masked_mean(((ratio - 1).abs() > cfg.clip_range).float(), m))
-                    )
-                    stats["entropy"].append(float(ent))
+                optimizer_step(self.optimizer, loss, self.policy.parameters(), cfg.max_grad_norm)
+                approx_kl, clipfrac = ratio_stats(ratio, log_ratio, m, cfg.clip_range)
+                stats["policy_loss"].append(float(policy_loss))
+                stats["value_loss"].append(float(value_loss))
+                stats["approx_kl"].append(approx_kl)
+                stats["clipfrac"].append(clipfrac)
+                stats["entropy"].append(float(ent))
         kl = float(kl_tokens.sum(-1).mean())
         self.kl_ctl.update(kl, n)
         self.num_updates += 1

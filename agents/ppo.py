@@ -15,10 +15,16 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from torch import nn
 
 from aligngym.agents.base import AgentConfig
 from aligngym.agents.lm_agent import LMAgent, LMAgentConfig, autocast_context
+from aligngym.agents.pg_losses import (
+    clipped_surrogate,
+    clipped_value_loss,
+    masked_mean,
+    optimizer_step,
+    ratio_stats,
+)
 from aligngym.agents.sampling import process_logits, sample_actions
 from aligngym.agents.vector_envs import autoreset_mode, info_value
 
@@ -152,12 +158,6 @@ def gae(
         last = (delta + gamma * lam * nxt * last) * m[:, t]
         adv[:, t] = last
     return adv, (adv + values) * m
-
-
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``x`` over the positions where ``mask`` is 1 (0 for an empty mask)."""
-    m = mask.to(x.dtype)
-    return (x * m).sum() / m.sum().clamp(min=1.0)
 
 
 def masked_whiten(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -457,19 +457,9 @@ class PPOAgent(LMAgent):
                 with amp:
                     logp, values, entropy, dist = self._forward(self.policy, batch, idx, with_values=True)
                 assert values is not None
-                log_ratio = (logp - old_logp[idx]) * m
-                ratio = torch.exp(log_ratio)
-                pg = torch.max(
-                    -adv[idx] * ratio, -adv[idx] * torch.clamp(ratio, 1 - cfg.clip_range, 1 + cfg.clip_range)
-                )
+                pg, ratio, log_ratio = clipped_surrogate(logp, old_logp[idx], adv[idx], m, cfg.clip_range)
                 policy_loss = masked_mean(pg, m)
-                v_err = (values - returns[idx]) ** 2
-                if cfg.clip_range_vf > 0:
-                    v_clip = old_values[idx] + torch.clamp(
-                        values - old_values[idx], -cfg.clip_range_vf, cfg.clip_range_vf
-                    )
-                    v_err = torch.max(v_err, (v_clip - returns[idx]) ** 2)
-                value_loss = 0.5 * masked_mean(v_err, m)
+                value_loss = clipped_value_loss(values, old_values[idx], returns[idx], m, cfg.clip_range_vf)
                 ent = masked_mean(entropy, m)
                 loss = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * ent
                 if cfg.kl_penalty == "loss":
@@ -477,19 +467,13 @@ class PPOAgent(LMAgent):
                     kl_loss = masked_mean(full_kl(dist, ref_dist[idx]), m)
                     loss = loss + beta * kl_loss
                     stats["kl_loss"].append(float(kl_loss.detach()))
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.max_grad_norm > 0:
-                    nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
-                self.optimizer.step()
-                with torch.no_grad():
-                    stats["policy_loss"].append(float(policy_loss))
-                    stats["value_loss"].append(float(value_loss))
-                    stats["approx_kl"].append(float(masked_mean((ratio - 1) - log_ratio, m)))
-                    stats["clipfrac"].append(
-                        float(masked_mean(((ratio - 1).abs() > cfg.clip_range).float(), m))
-                    )
-                    stats["entropy"].append(float(ent))
+                optimizer_step(self.optimizer, loss, self.policy.parameters(), cfg.max_grad_norm)
+                approx_kl, clipfrac = ratio_stats(ratio, log_ratio, m, cfg.clip_range)
+                stats["policy_loss"].append(float(policy_loss))
+                stats["value_loss"].append(float(value_loss))
+                stats["approx_kl"].append(approx_kl)
+                stats["clipfrac"].append(clipfrac)
+                stats["entropy"].append(float(ent))
         kl = float(kl_tokens.sum(-1).mean())
         self.kl_ctl.update(kl, n)
         self.num_updates += 1
