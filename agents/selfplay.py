@@ -1,8 +1,8 @@
-"""Self-play REINFORCE on aligngym's PettingZoo text games (one GRU policy per agent, or one shared).
+"""Self-play REINFORCE, PPO and GRPO on aligngym's PettingZoo text games (one policy per agent, or one shared).
 
-:class:`SelfPlayTrainer` runs ``num_envs`` copies of a Parallel env in lock-step, samples every acting agent's
-action from its policy, and takes one policy-gradient step per agent per batch on -(G_t - b) log pi(a_t | s_t) -
-ent_coef * H, where G_t is the agent's own return-to-go (its rewards only) and b a moving average of it.
+:class:`SelfPlayTrainer` runs ``num_envs`` copies of a Parallel env in lock-step and samples every acting agent's
+action from its policy. ``"reinforce"`` takes one step on -(G_t - b) log pi(a_t | s_t) - ent_coef * H (G_t: the
+agent's own return-to-go, b: a moving average of it); ``"ppo"`` and ``"grpo"`` take clipped-surrogate steps.
 """
 
 from __future__ import annotations
@@ -18,9 +18,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from aligngym.agents.pg_losses import clipped_surrogate, masked_mean, optimizer_step, ratio_stats
 from aligngym.agents.policies import GRUPolicy
 
 POLICIES = ("gru", "tabular")
+ALGORITHMS = ("reinforce", "ppo", "grpo")
 CONFIG_FILE = "selfplay.json"
 WEIGHTS_FILE = "weights.safetensors"
 
@@ -81,6 +83,15 @@ class SelfPlayConfig:
         (:class:`HashedTabularPolicy`: learns small games in seconds, does not generalise to unseen states).
     :param shared_policy: one policy for all agents (logits cut to each agent's action count) instead of one each.
     :param policy_kwargs: options of the policy class (GRU: ``embed_dim``, ``hidden_size``; tabular: ``n_buckets``).
+    :param algorithm: ``"reinforce"`` (one step per batch), ``"ppo"`` (advantage G_t - b with the moving-average
+        baseline b, no value model) or ``"grpo"`` (advantage: the agent's episode return normalised within its
+        group of ``num_generations`` games from the same env seed, no baseline). PPO and GRPO minimise the clipped
+        surrogate, with the sampling log-probs as the old ones, over ``n_epochs`` x ``n_minibatches`` steps.
+    :param n_epochs: passes over each batch (``"ppo"`` / ``"grpo"``).
+    :param n_minibatches: optimiser steps per pass; each agent's steps are split into this many shuffled parts.
+    :param clip_range: epsilon of the ratio clip.
+    :param normalize_advantage: ``"ppo"`` only: scale each agent's advantages by their batch std.
+    :param num_generations: ``"grpo"`` only: games per group (same env seed); must divide ``num_envs``.
     """
 
     seed: int = 0
@@ -93,6 +104,12 @@ class SelfPlayConfig:
     policy: str = "gru"
     shared_policy: bool = False
     policy_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    algorithm: str = "reinforce"
+    n_epochs: int = 4
+    n_minibatches: int = 1
+    clip_range: float = 0.2
+    normalize_advantage: bool = False
+    num_generations: int = 4
 
     def __post_init__(self) -> None:
         if self.num_envs <= 0 or self.learning_rate <= 0:
@@ -103,6 +120,19 @@ class SelfPlayConfig:
             raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
         if not 0.0 <= self.baseline_decay < 1.0:
             raise ValueError(f"baseline_decay must be in [0, 1), got {self.baseline_decay}")
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
+        if self.n_epochs <= 0 or self.n_minibatches <= 0:
+            raise ValueError(
+                f"n_epochs and n_minibatches must be positive, got {self.n_epochs}, {self.n_minibatches}"
+            )
+        if not self.clip_range > 0:
+            raise ValueError(f"clip_range must be positive, got {self.clip_range}")
+        if self.algorithm == "grpo" and (self.num_generations < 2 or self.num_envs % self.num_generations):
+            raise ValueError(
+                f"grpo needs num_generations >= 2 dividing num_envs, got num_generations={self.num_generations} "
+                f"with num_envs={self.num_envs}"
+            )
 
 
 class SelfPlayTrainer:
@@ -165,7 +195,9 @@ class SelfPlayTrainer:
         return out
 
     # -- acting ----------------------------------------------------------------------------------------------------
-    def _logits(self, agent: str, ids: np.ndarray, mask: np.ndarray) -> torch.Tensor:
+    def _logits(
+        self, agent: str, ids: np.ndarray | torch.Tensor, mask: np.ndarray | torch.Tensor
+    ) -> torch.Tensor:
         x = torch.as_tensor(ids, dtype=torch.long, device=self.device)
         m = torch.as_tensor(mask, dtype=torch.long, device=self.device)
         return self.policies[agent](x, m)[:, : self.n_actions[agent]].float()
@@ -177,26 +209,42 @@ class SelfPlayTrainer:
         single = ids.ndim == 1
         if single:
             ids, mask = ids[None], mask[None]
-        scores = self._logits(agent, ids, mask).cpu().numpy().astype(np.float64)
+        actions, _ = self._sample(agent, ids, mask, deterministic)
+        return actions[0] if single else actions
+
+    @torch.no_grad()
+    def _sample(
+        self, agent: str, ids: np.ndarray, mask: np.ndarray, deterministic: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Actions (B,) and their log-probs (B,) under the current policy, for observations (B, L)."""
+        logits = self._logits(agent, ids, mask)
+        scores = logits.cpu().numpy().astype(np.float64)
         if not deterministic:  # Gumbel-max with the trainer's generator: reproducible on any device
             u = self.rng.random(scores.shape)
             scores = scores - np.log(-np.log(np.clip(u, 1e-300, 1.0 - 1e-16)))
         actions = np.argmax(scores, axis=1).astype(np.int64)
-        return actions[0] if single else actions
+        logp = torch.log_softmax(logits, dim=-1).cpu().numpy()
+        return actions, logp[np.arange(len(actions)), actions].astype(np.float32)
 
-    def play(self, envs: list[Any], deterministic: bool = False) -> tuple[dict[str, Any], dict[str, float]]:
+    def play(
+        self, envs: list[Any], deterministic: bool = False, seeds: np.ndarray | None = None
+    ) -> tuple[dict[str, Any], dict[str, float]]:
         """One episode in every env of ``envs`` (Parallel API: each live agent sends an action, the ones with
         ``infos[agent]["acting"]`` are sampled from their policy, the others send 0, which the env ignores).
 
-        :returns: the rollout (``steps[agent]``: (env index, ids, mask, action) per acting step; ``rewards[i][agent]``:
-            the reward accrued after each of those steps) and each agent's mean episode return.
+        :param seeds: the env seeds, one per env (default: drawn from the trainer's generator).
+        :returns: the rollout (``steps[agent]``: (env index, ids, mask, action, sampling log-prob) per acting step;
+            ``rewards[i][agent]``: the reward accrued after each of those steps) and each agent's mean episode return.
         """
-        seeds = self.rng.integers(2**31 - 1, size=len(envs))
+        if seeds is None:
+            seeds = self.rng.integers(2**31 - 1, size=len(envs))
+        elif len(seeds) != len(envs):
+            raise ValueError(f"seeds must have one entry per env ({len(envs)}), got {len(seeds)}")
         state = [env.reset(seed=int(s)) for env, s in zip(envs, seeds)]
         obs = [s[0] for s in state]
         infos = [s[1] for s in state]
         live = [True] * len(envs)
-        steps: dict[str, list[tuple[int, np.ndarray, np.ndarray, int]]] = {a: [] for a in self.agents}
+        steps: dict[str, list[tuple[int, np.ndarray, np.ndarray, int, float]]] = {a: [] for a in self.agents}
         rewards: list[dict[str, list[float]]] = [{a: [] for a in self.agents} for _ in envs]
         totals = np.zeros((len(envs), len(self.agents)))
         while any(live):
@@ -209,10 +257,10 @@ class SelfPlayTrainer:
                     continue
                 ids = np.stack([obs[i][agent]["input_ids"] for i in rows])
                 mask = np.stack([obs[i][agent]["attention_mask"] for i in rows])
-                chosen = self.act(agent, {"input_ids": ids, "attention_mask": mask}, deterministic)
+                chosen, logp = self._sample(agent, ids, mask, deterministic)
                 for k, i in enumerate(rows):
                     actions[i][agent] = int(chosen[k])
-                    steps[agent].append((i, ids[k], mask[k], int(chosen[k])))
+                    steps[agent].append((i, ids[k], mask[k], int(chosen[k]), float(logp[k])))
                     rewards[i][agent].append(0.0)
             for i, env in enumerate(envs):
                 if not live[i]:
@@ -229,24 +277,31 @@ class SelfPlayTrainer:
         return {"steps": steps, "rewards": rewards}, stats
 
     # -- learning --------------------------------------------------------------------------------------------------
+    def _returns(self, agent: str, rollout: dict[str, Any]) -> list[float]:
+        """The return-to-go of each of ``agent``'s steps, in the order they were taken per env."""
+        rewards = rollout["rewards"]
+        returns: list[float] = []
+        cursor = [0] * len(rewards)
+        togo = [np.cumsum(ep[agent][::-1])[::-1].tolist() for ep in rewards]
+        for i, *_ in rollout["steps"][agent]:
+            returns.append(togo[i][cursor[i]])
+            cursor[i] += 1
+        return returns
+
     def update(self, rollout: dict[str, Any]) -> dict[str, float]:
-        """One Adam step on every agent's REINFORCE loss (their sum when the policy is shared)."""
+        """Learn from one batch: one Adam step on every agent's REINFORCE loss (their sum when the policy is
+        shared), or the clipped-surrogate epochs of ``"ppo"`` / ``"grpo"`` (:meth:`_clipped_update`)."""
         cfg = self.config
-        steps, rewards = rollout["steps"], rollout["rewards"]
+        if cfg.algorithm != "reinforce":
+            return self._clipped_update(rollout)
+        steps = rollout["steps"]
         self.optimizer.zero_grad(set_to_none=True)
         out: dict[str, float] = {}
         total = torch.zeros((), device=self.device)
         for agent in self.agents:
             if not steps[agent]:
                 continue
-            # return-to-go of each of the agent's steps, in the order they were taken per env
-            returns: list[float] = []
-            cursor = [0] * len(rewards)
-            togo = [np.cumsum(ep[agent][::-1])[::-1].tolist() for ep in rewards]
-            for i, *_ in steps[agent]:
-                returns.append(togo[i][cursor[i]])
-                cursor[i] += 1
-            g = torch.as_tensor(returns, dtype=torch.float32, device=self.device)
+            g = torch.as_tensor(self._returns(agent, rollout), dtype=torch.float32, device=self.device)
             mean = float(g.mean())
             b = mean if self.baselines[agent] is None else float(self.baselines[agent])  # type: ignore[arg-type]
             self.baselines[agent] = cfg.baseline_decay * b + (1 - cfg.baseline_decay) * mean
@@ -267,6 +322,74 @@ class SelfPlayTrainer:
         self.num_updates += 1
         return out
 
+    def _advantages(self, agent: str, rollout: dict[str, Any]) -> np.ndarray:
+        """Per-step advantages of ``agent``: PPO's G_t - b (b: the moving average, updated here), or GRPO's
+        episode return normalised by the mean and std of its group (0 where the whole group scored the same)."""
+        cfg = self.config
+        if cfg.algorithm == "ppo":
+            g = np.asarray(self._returns(agent, rollout), dtype=np.float64)
+            b = float(g.mean()) if self.baselines[agent] is None else float(self.baselines[agent])  # type: ignore[arg-type]
+            self.baselines[agent] = cfg.baseline_decay * b + (1 - cfg.baseline_decay) * float(g.mean())
+            adv = g - b
+            if cfg.normalize_advantage and len(adv) > 1:
+                adv = adv / (adv.std() + 1e-8)
+            return adv
+        episode = np.array([sum(ep[agent]) for ep in rollout["rewards"]], dtype=np.float64)
+        groups = episode.reshape(-1, cfg.num_generations)
+        norm = (groups - groups.mean(1, keepdims=True)) / (groups.std(1, keepdims=True) + 1e-4)
+        flat = norm.reshape(-1)
+        return np.array([flat[s[0]] for s in rollout["steps"][agent]], dtype=np.float64)
+
+    def _clipped_update(self, rollout: dict[str, Any]) -> dict[str, float]:
+        """``n_epochs`` passes of ``n_minibatches`` Adam steps on the summed per-agent clipped surrogate."""
+        cfg = self.config
+        steps = rollout["steps"]
+        data: dict[str, tuple[torch.Tensor, ...]] = {}
+        for agent in self.agents:
+            if not steps[agent]:
+                continue
+            advantages = self._advantages(agent, rollout)
+            data[agent] = (
+                torch.as_tensor(np.stack([s[1] for s in steps[agent]]), device=self.device),
+                torch.as_tensor(np.stack([s[2] for s in steps[agent]]), device=self.device),
+                torch.as_tensor([s[3] for s in steps[agent]], device=self.device),
+                torch.as_tensor([s[4] for s in steps[agent]], dtype=torch.float32, device=self.device),
+                torch.as_tensor(advantages, dtype=torch.float32, device=self.device),
+            )
+        sums: dict[str, float] = {}
+        n_steps = 0
+        for _ in range(cfg.n_epochs):
+            parts = {
+                a: np.array_split(self.rng.permutation(len(d[0])), cfg.n_minibatches) for a, d in data.items()
+            }
+            for k in range(cfg.n_minibatches):
+                total = torch.zeros((), device=self.device)
+                for agent, (ids, mask, actions, old, adv) in data.items():
+                    idx = torch.as_tensor(parts[agent][k], dtype=torch.long, device=self.device)
+                    if len(idx) == 0:
+                        continue
+                    logp = torch.log_softmax(self._logits(agent, ids[idx], mask[idx]), dim=-1)
+                    logp_a = logp.gather(1, actions[idx, None]).squeeze(1)
+                    ones = torch.ones_like(logp_a)
+                    per_step, ratio, log_ratio = clipped_surrogate(
+                        logp_a, old[idx], adv[idx], ones, cfg.clip_range
+                    )
+                    entropy = -(logp.exp() * logp).sum(-1).mean()
+                    loss = masked_mean(per_step, ones) - cfg.ent_coef * entropy
+                    total = total + loss
+                    kl, clipfrac = ratio_stats(ratio, log_ratio, ones, cfg.clip_range)
+                    for key, v in (
+                        ("policy_loss", float(loss.detach())),
+                        ("entropy", float(entropy.detach())),
+                        ("approx_kl", kl),
+                        ("clipfrac", clipfrac),
+                    ):
+                        sums[f"losses/{agent}/{key}"] = sums.get(f"losses/{agent}/{key}", 0.0) + v
+                optimizer_step(self.optimizer, total, self.modules.parameters(), cfg.max_grad_norm)
+                n_steps += 1
+        self.num_updates += 1
+        return {k: v / n_steps for k, v in sums.items()}
+
     def learn(
         self, total_episodes: int, callback: Callable[[Any, dict[str, float]], Any] | None = None
     ) -> SelfPlayTrainer:
@@ -280,7 +403,11 @@ class SelfPlayTrainer:
         t0 = time.perf_counter()
         while self.num_episodes < end:
             self.modules.eval()
-            rollout, stats = self.play(self.envs)
+            seeds = None
+            if self.config.algorithm == "grpo":  # groups of num_generations games from one env seed
+                n_groups = len(self.envs) // self.config.num_generations
+                seeds = np.repeat(self.rng.integers(2**31 - 1, size=n_groups), self.config.num_generations)
+            rollout, stats = self.play(self.envs, seeds=seeds)
             self.modules.train()
             metrics = self.update(rollout)
             self.num_episodes += len(self.envs)

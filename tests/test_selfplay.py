@@ -1,4 +1,4 @@
-"""Self-play on the PettingZoo text games: learning beats random, checkpoints round-trip, policies plug in."""
+"""Self-play on the PettingZoo text games: REINFORCE, PPO and GRPO beat random, checkpoints round-trip, policies plug in."""
 
 from __future__ import annotations
 
@@ -104,3 +104,106 @@ def test_hashed_table_separates_observations_and_ignores_padding() -> None:
     assert policy(ids, mask).shape == (3, 3)
     with pytest.raises(ValueError, match="policy"):
         SelfPlayConfig(policy="transformer")
+
+
+def test_reinforce_results_are_unchanged_by_the_ppo_and_grpo_options() -> None:
+    """Pinned from the REINFORCE-only trainer (commit ef6a3a0): the default algorithm must train bit for bit alike."""
+    trainer = SelfPlayTrainer(
+        small_game, SelfPlayConfig(seed=3, num_envs=8, policy="tabular", learning_rate=0.3)
+    )
+    assert trainer.config.algorithm == "reinforce"
+    trainer.learn(64)
+    speaker = float(trainer.policies["speaker_0"].table.weight.detach().double().abs().sum())
+    assert speaker == pytest.approx(37.088994055986404, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"algorithm": "a2c"}, "'a2c'"),
+        ({"algorithm": "ppo", "n_epochs": 0}, "got 0, 1"),
+        ({"algorithm": "ppo", "n_minibatches": -2}, "got 4, -2"),
+        ({"algorithm": "ppo", "clip_range": 0.0}, "clip_range must be positive, got 0.0"),
+        ({"algorithm": "grpo", "num_envs": 32, "num_generations": 5}, "num_generations=5 with num_envs=32"),
+        ({"algorithm": "grpo", "num_generations": 1}, "num_generations=1"),
+    ],
+)
+def test_config_errors_name_the_bad_value(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        SelfPlayConfig(**kwargs)
+
+
+def test_ppo_self_play_beats_random_on_the_referential_game() -> None:
+    trainer = SelfPlayTrainer(
+        small_game,
+        SelfPlayConfig(seed=0, num_envs=32, policy="tabular", learning_rate=0.3, algorithm="ppo", n_epochs=4),
+    )
+    before = trainer.evaluate(200, deterministic=False)["listener_0"]
+    trainer.learn(640)
+    after = trainer.evaluate(200)["listener_0"]
+    assert before < 0.65  # random: 1/2
+    assert after >= 0.9, (before, after)
+    last = trainer.history[-1]
+    assert trainer.num_updates == 20 and 0.0 <= last["losses/speaker_0/clipfrac"] <= 1.0
+    assert np.isfinite(last["losses/listener_0/approx_kl"])
+
+
+def test_grpo_self_play_beats_random_on_the_referential_game() -> None:
+    config = SelfPlayConfig(
+        seed=0, num_envs=32, policy="tabular", learning_rate=0.3, algorithm="grpo", num_generations=8
+    )
+    trainer = SelfPlayTrainer(small_game, config)
+    before = trainer.evaluate(200, deterministic=False)["listener_0"]
+    trainer.learn(1280)
+    after = trainer.evaluate(200)["listener_0"]
+    assert before < 0.65
+    assert after >= 0.8, (before, after)
+    assert all(b is None for b in trainer.baselines.values())  # no baseline, no value model
+
+
+def test_grpo_groups_share_the_env_seed_and_normalise_returns_within_the_group() -> None:
+    config = SelfPlayConfig(seed=0, num_envs=8, policy="tabular", algorithm="grpo", num_generations=4)
+    trainer = SelfPlayTrainer(small_game, config)
+    seen: list[list[int]] = []
+
+    def record(envs, deterministic=False, seeds=None):
+        seen.append([int(s) for s in seeds])
+        return SelfPlayTrainer.play(trainer, envs, deterministic, seeds)
+
+    trainer.play = record
+    trainer.learn(8)
+    assert len(set(seen[0][:4])) == 1 and len(set(seen[0][4:])) == 1 and seen[0][0] != seen[0][4]
+    rollout = {
+        "steps": {"speaker_0": [(i, None, None, 0, 0.0) for i in range(8)]},
+        "rewards": [{"speaker_0": [r]} for r in (1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0)],
+    }
+    adv = trainer._advantages("speaker_0", rollout)
+    assert adv[0] > 0 > adv[1] and adv[1] == adv[2] == adv[3]
+    assert np.allclose(adv[:4].mean(), 0.0) and np.allclose(
+        adv[4:], 0.0
+    )  # a group that all won learns nothing
+
+
+@pytest.mark.parametrize("algorithm", ["ppo", "grpo"])
+def test_checkpoint_round_trip_keeps_the_new_fields(tmp_path: Path, algorithm: str) -> None:
+    config = SelfPlayConfig(
+        seed=1,
+        num_envs=8,
+        policy="tabular",
+        learning_rate=0.3,
+        algorithm=algorithm,
+        n_epochs=2,
+        n_minibatches=2,
+        clip_range=0.1,
+        normalize_advantage=True,
+        num_generations=2,
+    )
+    trainer = SelfPlayTrainer(small_game, config)
+    trainer.learn(32)
+    trainer.save(tmp_path / "sp")
+    loaded = SelfPlayTrainer.load(tmp_path / "sp", small_game)
+    assert loaded.config == trainer.config and loaded.baselines == trainer.baselines
+    assert loaded.num_updates == trainer.num_updates == 4
+    assert loaded.evaluate(50) == trainer.evaluate(50)
+    loaded.learn(8)  # the loaded trainer keeps training with the same algorithm
+    assert loaded.num_episodes == 40
