@@ -332,15 +332,21 @@ def _joined(prompt: str, completion: str) -> str:
 def demonstrations(runtime: Any) -> list[tuple[str, str]]:
     """The good examples of an env's prompt rows as (prompt, completion) pairs, for supervised fine-tuning.
 
-    Rows with a ``reference`` column (Keywords, Similarity) give (prompt, reference); the Preference task gives the
-    chosen answers of the shipped preference pairs of the same split (``preference_pairs.jsonl``; a pair's prompt is
-    its own, not one of the env's prompts). Only the env's split is read: a train env never sees test rows. A
-    completion gets a leading space when the prompt does not end with one (as the policy continues the prompt).
+    Procedural rows (``aligngym/Copy-Token-v0``, ...) give each instance's canonical answer, which the exact checker
+    accepts, written with the env's action tokens. Rows with a ``reference`` column (Keywords, Similarity) give
+    (prompt, reference); the Preference task gives the chosen answers of the shipped preference pairs of the same
+    split (``preference_pairs.jsonl``; a pair's prompt is its own, not one of the env's prompts). Only the env's split
+    is read: a train env never sees test rows. A completion gets a leading space when the prompt does not end with
+    one (as the policy continues the prompt).
 
     :param runtime: the env's ``TaskRuntime``.
     :raises ValueError: when the task has no demonstrations (Sentiment ships prompts only).
     """
+    from aligngym.envs.procedural_tasks import demonstration_pairs, is_procedural_rows
+
     rows = runtime.rows
+    if is_procedural_rows(rows):  # procedural tasks: the checker-correct answer of each row of the split
+        return demonstration_pairs(rows)
     if rows and all(isinstance(r.get("reference"), str) and r["reference"] for r in rows):
         return [(r["prompt"], _joined(r["prompt"], r["reference"])) for r in rows]
     if runtime.task.name == "Preference":

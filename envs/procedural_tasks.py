@@ -93,6 +93,11 @@ class Family:
         """The instance of a key."""
         raise NotImplementedError
 
+    def demonstration(self, answer: str) -> str:
+        """``answer`` as the policy writes it after the prompt with this family's action tokens: word answers with a
+        leading space (`` red green``), digit answers as they are (``123``, one token per digit)."""
+        return answer if self.unit == "char" else " " + answer
+
     # -- checking -----------------------------------------------------------------------------------------------
     def check(self, completion: str, answer: str, rule: dict[str, Any]) -> bool:
         """Whether ``completion`` is a right answer (exact, after collapsing whitespace)."""
@@ -500,6 +505,27 @@ def instance_rows(
         }
         for inst in chosen.values()
     ]
+
+
+def is_procedural_rows(rows: Sequence[dict[str, Any]]) -> bool:
+    """Whether every row is a procedural instance row (:func:`instance_rows`: ``task`` names a family, ``answer``)."""
+    return bool(rows) and all(
+        isinstance(r.get("answer"), str) and str(r.get("task", "")).lower() in FAMILIES for r in rows
+    )
+
+
+def demonstration_pairs(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(prompt, right completion) of each procedural row, for supervised fine-tuning: the canonical answer that the
+    exact checker accepts, written as the policy writes it (:meth:`Family.demonstration`). Pass the rows of a train
+    split only: a row's answer is the ground truth of its instance.
+
+    :raises ValueError: when a row is not a procedural instance row.
+    """
+    if not is_procedural_rows(rows):
+        raise ValueError(
+            "expected procedural instance rows (columns 'prompt', 'task' naming a family, 'answer')"
+        )
+    return [(r["prompt"], get_family(r["task"]).demonstration(r["answer"])) for r in rows]
 
 
 class ProceduralScorer(BaseScorer):
