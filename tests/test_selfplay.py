@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -207,3 +208,23 @@ def test_checkpoint_round_trip_keeps_the_new_fields(tmp_path: Path, algorithm: s
     assert loaded.evaluate(50) == trainer.evaluate(50)
     loaded.learn(8)  # the loaded trainer keeps training with the same algorithm
     assert loaded.num_episodes == 40
+
+
+def test_a_checkpoint_without_the_new_fields_loads_as_reinforce(tmp_path: Path) -> None:
+    trainer = SelfPlayTrainer(small_game, SelfPlayConfig(seed=0, num_envs=4, policy="tabular"))
+    trainer.learn(4)
+    trainer.save(tmp_path / "sp")
+    meta_path = tmp_path / "sp" / "selfplay.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    for key in (
+        "algorithm",
+        "n_epochs",
+        "n_minibatches",
+        "clip_range",
+        "normalize_advantage",
+        "num_generations",
+    ):
+        del meta["config"][key]
+    meta_path.write_text(json.dumps(meta), encoding="utf-8")
+    loaded = SelfPlayTrainer.load(tmp_path / "sp", small_game)
+    assert loaded.config == trainer.config and loaded.config.algorithm == "reinforce"
