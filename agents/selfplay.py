@@ -385,10 +385,11 @@ class SelfPlayTrainer:
                         ("clipfrac", clipfrac),
                     ):
                         sums[f"losses/{agent}/{key}"] = sums.get(f"losses/{agent}/{key}", 0.0) + v
-                optimizer_step(self.optimizer, total, self.modules.parameters(), cfg.max_grad_norm)
-                n_steps += 1
+                if total.requires_grad:  # an empty minibatch (n_minibatches > steps) takes no step
+                    optimizer_step(self.optimizer, total, self.modules.parameters(), cfg.max_grad_norm)
+                    n_steps += 1
         self.num_updates += 1
-        return {k: v / n_steps for k, v in sums.items()}
+        return {k: v / max(n_steps, 1) for k, v in sums.items()}
 
     def learn(
         self, total_episodes: int, callback: Callable[[Any, dict[str, float]], Any] | None = None

@@ -228,3 +228,12 @@ def test_a_checkpoint_without_the_new_fields_loads_as_reinforce(tmp_path: Path) 
     meta_path.write_text(json.dumps(meta), encoding="utf-8")
     loaded = SelfPlayTrainer.load(tmp_path / "sp", small_game)
     assert loaded.config == trainer.config and loaded.config.algorithm == "reinforce"
+
+
+def test_more_minibatches_than_steps_skips_the_empty_ones() -> None:
+    config = SelfPlayConfig(
+        seed=0, num_envs=2, policy="tabular", algorithm="ppo", n_minibatches=4, n_epochs=1
+    )
+    trainer = SelfPlayTrainer(small_game, config)
+    trainer.learn(2)
+    assert trainer.num_updates == 1 and np.isfinite(trainer.history[-1]["losses/speaker_0/policy_loss"])
