@@ -99,3 +99,27 @@ def test_suite_sft_row_learns_reverse_level_3_on_held_out_instances() -> None:
     assert ref["curve"][-1]["mean_score"] <= baseline + 0.05
     assert end >= baseline + 0.5 and end >= start + 0.5, (start, end)
     assert sft["curve"][-1]["eval_difficulty"] == 3
+
+
+@pytest.mark.slow
+def test_suite_sft_then_grpo_raises_held_out_success_above_sft_alone() -> None:
+    """Pretrain -> SFT -> RL (RL4LMs) through the harness at seed 0: the suite's ``sft-grpo`` row (80 SFT steps, then
+    GRPO on the exact reward) ends well above the same 80 SFT steps alone (measured 0.810 against 0.379 on the 153
+    held-out Reverse level-3 instances) and keeps rising while GRPO trains. About 1 minute on one core."""
+    from aligngym.benchmarks.run import execute_run
+    from aligngym.benchmarks.suite import expand_suite, load_suite
+
+    specs = {
+        s.agent: s
+        for s in expand_suite(load_suite("procedural"), seeds="0,", device="cpu")
+        if s.env_id == "aligngym/Reverse-Sequence-v0"
+    }
+    assert specs["sft-short"].agent_kwargs["sft_steps"] == specs["sft-grpo"].agent_kwargs["sft_steps"]
+    sft = execute_run(specs["sft-short"], "/unused", write=False)
+    rl = execute_run(specs["sft-grpo"], "/unused", write=False)
+    assert sft["status"] == "ok" and rl["status"] == "ok", (sft["error"], rl["error"])
+    sft_end = sft["curve"][-1]["mean_score"]
+    rl_curve = [p["mean_score"] for p in rl["curve"]]
+    assert sft_end >= _best_constant(3) + 0.2  # SFT alone already learns something
+    assert rl_curve[-1] >= sft_end + 0.2, (sft_end, rl_curve)
+    assert rl_curve[-1] > rl_curve[1], rl_curve  # still improving after its first 1,024 env steps
