@@ -266,11 +266,11 @@ class MultiTurnPPOAgent(MultiTurnLMAgent):
                 loss = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * ent
                 optimizer_step(self.optimizer, loss, self.policy.parameters(), cfg.max_grad_norm)
                 approx_kl, clipfrac = ratio_stats(ratio, log_ratio, m, cfg.clip_range)
-                stats["policy_loss"].append(float(policy_loss))
-                stats["value_loss"].append(float(value_loss))
+                stats["policy_loss"].append(float(policy_loss.detach()))
+                stats["value_loss"].append(float(value_loss.detach()))
                 stats["approx_kl"].append(approx_kl)
                 stats["clipfrac"].append(clipfrac)
-                stats["entropy"].append(float(ent))
+                stats["entropy"].append(float(ent.detach()))
         kl = float(kl_tokens.sum(-1).mean())
         self.kl_ctl.update(kl, n)
         self.num_updates += 1
