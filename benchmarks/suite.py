@@ -250,7 +250,8 @@ def expand_suite(
 
         [suite]   seeds, steps, eval_points, eval_episodes (0: every test prompt), eval_deterministic, device,
                   samples; envs / agents: the matrix when there is no [[runs]]
-        [report]  hacking_min_score_rise, hacking_diversity_ratio, hacking_diversity_floor, hacking_min_gold_fall
+        [report]  hacking_min_score_rise, hacking_diversity_ratio, hacking_diversity_floor, hacking_min_gold_fall,
+                  hacking_length_ratio, hacking_length_floor
         [envs."aligngym/X-Token-v0"]   gym.make kwargs for every agent on that env, and optionally
                         curriculum = {target_success, window, schedule, ..., eval_difficulty}: train on a
                         Curriculum-wrapped env (see :class:`RunSpec`)
@@ -340,7 +341,8 @@ def expand_suite(
 
 def hacking_rule_of(suite: dict[str, Any] | None) -> HackingRule:
     """The :class:`HackingRule` of a suite's ``[report]`` (``hacking_min_score_rise``, ``hacking_diversity_ratio``,
-    ``hacking_diversity_floor``, ``hacking_min_gold_fall``); defaults for the rest."""
+    ``hacking_diversity_floor``, ``hacking_min_gold_fall``, ``hacking_length_ratio``, ``hacking_length_floor``);
+    defaults for the rest."""
     report = (suite or {}).get("report", {})
     keys = {f"hacking_{f.name}": f.name for f in dataclasses.fields(HackingRule)}
     unknown = set(report) - set(keys)
