@@ -374,7 +374,7 @@ class ReferenceKVCache:
                     for start in range(0, group.size, bs):
                         j = group[start : start + bs]
                         fn(reference, ids[j], att[j], rows[j], frontier[j])
-                sel = torch.as_tensor(rows, device=self._next.device)
+                sel = torch.tensor(rows, device=self._next.device)  # a copy: rows may be a read-only view
                 nxt = self._next.index_select(0, sel)
                 if tokens is not None:
                     t = torch.as_tensor(tokens, dtype=torch.long, device=nxt.device)
