@@ -186,21 +186,15 @@ def train_preference(out: Path, seed: int = 0, epochs: int = 60, device: str = "
     return metrics
 
 
-def train_proxy(out: Path, seed: int = 0, device: str = "cpu") -> dict[str, Any]:
-    """Train the proxy reward model (the ``preference_rm`` scorer) on the train pairs and save it to ``out``.
+def proxy_rm_config(seed: int = 0, device: str = "cpu") -> Any:
+    """The shipped proxy reward model's recipe as a :class:`~aligngym.agents.reward_modeling.RewardModelConfig`.
 
-    A fixed number of optimizer steps (``PROXY_RM_EPOCHS`` passes, seeded shuffling): a rerun reproduces the weights.
-    The metrics hold its accuracy on the 80 held-out test pairs (prompts disjoint from the training pairs') beside
-    the gold reward model's same-config held-out check (``proxy_vs_gold``), and the mean standardised reward of a
-    held-out chosen answer, its 1-3 word fragment and no answer at all (``heldout_mean_reward``).
+    :param seed: seeds initialisation and shuffling.
+    :param device: ``"cpu"`` or ``"cuda"``.
     """
-    from aligngym.agents.reward_modeling import RewardModelConfig, RewardModelTrainer, load_preference_pairs
-    from aligngym.envs.tasks import data_path
+    from aligngym.agents.reward_modeling import RewardModelConfig
 
-    pairs = data_path("preference_pairs.jsonl")
-    train_rows = load_preference_pairs(pairs, split="train")
-    test_rows = load_preference_pairs(pairs, split="test")
-    cfg = RewardModelConfig(
+    return RewardModelConfig(
         model="minilm-head",
         head_features=PROXY_RM_FEATURES,
         head_hidden=PROXY_RM_HIDDEN,
@@ -209,7 +203,23 @@ def train_proxy(out: Path, seed: int = 0, device: str = "cpu") -> dict[str, Any]
         seed=seed,
         device=device,
     )
-    trainer = RewardModelTrainer(cfg)
+
+
+def train_proxy(out: Path, seed: int = 0, device: str = "cpu") -> dict[str, Any]:
+    """Train the proxy reward model (the ``preference_rm`` scorer) on the train pairs and save it to ``out``.
+
+    A fixed number of optimizer steps (``PROXY_RM_EPOCHS`` passes, seeded shuffling): a rerun reproduces the weights.
+    The metrics hold its accuracy on the 80 held-out test pairs (prompts disjoint from the training pairs') beside
+    the gold reward model's same-config held-out check (``proxy_vs_gold``), and the mean standardised reward of a
+    held-out chosen answer, its 1-3 word fragment and no answer at all (``heldout_mean_reward``).
+    """
+    from aligngym.agents.reward_modeling import RewardModelTrainer, load_preference_pairs
+    from aligngym.envs.tasks import data_path
+
+    pairs = data_path("preference_pairs.jsonl")
+    train_rows = load_preference_pairs(pairs, split="train")
+    test_rows = load_preference_pairs(pairs, split="test")
+    trainer = RewardModelTrainer(proxy_rm_config(seed, device))
     metrics = trainer.train(train_rows, eval_pairs=test_rows)
     rm = trainer.reward_model()
     prompts = list(dict.fromkeys(r["prompt"] for r in test_rows))

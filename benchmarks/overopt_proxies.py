@@ -90,14 +90,9 @@ def preference_proxies(
     seed: int = 0, sizes: Sequence[int] = PREFERENCE_PAIRS, device: str = "cpu"
 ) -> dict[str, Any]:
     """Reward models on ``sizes`` train pairs (drawn at random), trained with the shipped proxy's recipe
-    (:data:`aligngym.agents.train_gold.PROXY_RM_FEATURES` and the rest), plus the shipped 320-pair one."""
-    from aligngym.agents.reward_modeling import RewardModelConfig, RewardModelTrainer, load_preference_pairs
-    from aligngym.agents.train_gold import (
-        PROXY_RM_EPOCHS,
-        PROXY_RM_FEATURES,
-        PROXY_RM_HIDDEN,
-        PROXY_RM_NEGATIVES,
-    )
+    (:func:`aligngym.agents.train_gold.proxy_rm_config`), plus the shipped 320-pair one."""
+    from aligngym.agents.reward_modeling import RewardModelTrainer, load_preference_pairs
+    from aligngym.agents.train_gold import proxy_rm_config
     from aligngym.envs.tasks import data_path
 
     rows = load_preference_pairs(data_path("preference_pairs.jsonl"), split="train")
@@ -105,16 +100,7 @@ def preference_proxies(
     rows = [rows[i] for i in rng.permutation(len(rows))]
     out: dict[str, Any] = {}
     for k in sizes:
-        cfg = RewardModelConfig(
-            model="minilm-head",
-            head_features=PROXY_RM_FEATURES,
-            head_hidden=PROXY_RM_HIDDEN,
-            synthetic_negatives=PROXY_RM_NEGATIVES,
-            epochs=PROXY_RM_EPOCHS,
-            seed=seed,
-            device=device,
-        )
-        trainer = RewardModelTrainer(cfg)
+        trainer = RewardModelTrainer(proxy_rm_config(seed, device))
         trainer.train(rows[:k])
         out[f"rm_{k}pairs"] = TrainerRewardProxy(trainer, f"rm_{k}pairs")
     out["preference_rm_320pairs"] = "preference_rm"

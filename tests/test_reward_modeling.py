@@ -337,3 +337,18 @@ def test_cuda_reward_model_matches_cpu(test_pairs) -> None:
     cpu = RewardModelScorer(shipped_reward_model_dir(), device="cpu")(prompts, answers)
     gpu = RewardModelScorer(shipped_reward_model_dir(), device="cuda")(prompts, answers)
     np.testing.assert_allclose(gpu, cpu, atol=1e-2)
+
+
+def test_shipped_proxy_was_trained_with_the_proxy_recipe() -> None:
+    """The recipe that ``train_gold proxy`` and the Goodhart proxies share is the one the shipped proxy records."""
+    import dataclasses
+    import json
+
+    from aligngym.agents.train_gold import proxy_rm_config
+    from aligngym.envs.tasks import data_path
+
+    shipped = json.loads((data_path("reward_model") / "reward_model.json").read_text())["config"]
+    recipe = dataclasses.asdict(proxy_rm_config(seed=0, device="cpu"))
+    for key in ("model", "head_features", "head_hidden", "synthetic_negatives", "epochs", "seed"):
+        value = recipe[key]
+        assert shipped[key] == (list(value) if isinstance(value, tuple) else value), key
