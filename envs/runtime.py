@@ -345,6 +345,19 @@ class TaskRuntime:
         assert scorer is not None
         return self._call(scorer, rows, completions)
 
+    def warm_up(self) -> None:
+        """Load everything the scorers load lazily (model weights, imports) by scoring one empty completion.
+
+        Model-backed scorers load their weights on the first call, which can take seconds; a server calls this
+        before it reports healthy so that its first request does not pay for it.
+        """
+        _ = self.reference
+        if not self.rows:
+            return
+        rows, texts = self.rows[:1], [""]
+        proxy = self.score(rows, texts)
+        self.gold(rows, texts, proxy=proxy)
+
     @property
     def reference(self) -> Any:
         if self._reference is None and self.reference_spec is not None:

@@ -149,8 +149,9 @@ class EnvTemplate:
             raise TypeError(
                 f"{env_id!r} is not an aligngym env (got {type(base).__name__}); serve an aligngym/... id"
             )
-        _ = base.runtime.scorer  # build the scorers now, once, before sessions share them
-        _ = base.runtime.gold_scorer
+        # build the scorers and load their weights now, once, before sessions share them and before /health
+        # says ready (a model-backed gold scorer otherwise loads on the first step: seconds)
+        base.runtime.warm_up()
         self.base = base
         self.granularity: Literal["token", "sequence"] = "token" if isinstance(base, TokenEnv) else "sequence"
         spec = gym.spec(env_id)

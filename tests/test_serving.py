@@ -264,18 +264,45 @@ def test_python_dash_m_serves_over_http(tmp_path):
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
+        deadline, healthy = time.monotonic() + 120, False
+        while time.monotonic() < deadline and not healthy:
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
+                healthy = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
             except httpx.HTTPError:
                 time.sleep(0.5)
+        assert healthy, "the server did not answer /health within 120 s"
+        # the scorers' weights load before /health answers, so the first step is quick; the timeout only
+        # allows for a loaded CI machine
         resp = httpx.post(
-            f"http://127.0.0.1:{port}/step", json={"action": {"completion": "nice", "prompt_index": 0}}
+            f"http://127.0.0.1:{port}/step",
+            json={"action": {"completion": "nice", "prompt_index": 0}},
+            timeout=60,
         )
         assert resp.status_code == 200
         assert resp.json()["reward"] == pytest.approx(in_process_score(SEQ_ID, 0, "nice"), abs=1e-6)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+class _CountingScorer:
+    """A plain callable scorer that counts its calls (stands in for a model that loads on first use)."""
+
+    name = "counting"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, prompts, completions, **context):
+        self.calls += 1
+        return np.zeros(len(completions), dtype=np.float32)
+
+
+def test_template_loads_scorers_before_serving():
+    """The server's template scores once at build time, so weights load before /health says ready."""
+    from aligngym.envs.serving_env import EnvTemplate
+
+    reward, gold = _CountingScorer(), _CountingScorer()
+    EnvTemplate(SEQ_ID, {"scorer": reward, "gold": gold})
+    assert reward.calls == 1
+    assert gold.calls == 1
