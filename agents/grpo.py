@@ -55,6 +55,8 @@ class GRPOConfig(LMAgentConfig, AgentConfig):
     :param sft_steps: supervised warm start before the first update (SFT on the task's demonstrations, then the
         fine-tuned weights are the KL reference; 0: off).
     :param sft_learning_rate: peak step size of the warm start.
+    :param sft_corpus_demonstrations: Keywords only: the warm start also fine-tunes on this many CommonGen-style rows
+        from the reference LM's train documents (:func:`aligngym.agents.sft.corpus_demonstrations`).
     """
 
     learning_rate: float = 2e-4
@@ -72,12 +74,15 @@ class GRPOConfig(LMAgentConfig, AgentConfig):
     top_p: float = 1.0
     sft_steps: int = 0
     sft_learning_rate: float = 3e-4
+    sft_corpus_demonstrations: int = 0
 
     def __post_init__(self) -> None:
         if self.sft_steps < 0 or self.sft_learning_rate <= 0:
             raise ValueError(
                 f"sft_steps must be >= 0 and sft_learning_rate > 0, got {self.sft_steps}, {self.sft_learning_rate}"
             )
+        if self.sft_corpus_demonstrations < 0:
+            raise ValueError(f"sft_corpus_demonstrations must be >= 0, got {self.sft_corpus_demonstrations}")
         if self.advantage not in ADVANTAGES:
             raise ValueError(f"advantage must be one of {ADVANTAGES}, got {self.advantage!r}")
         if self.num_generations < 2:
@@ -153,7 +158,12 @@ class GRPOAgent(LMAgent):
         if self.config.sft_steps > 0 and not self.sft_done:
             from aligngym.agents.sft import warm_start
 
-            metrics = warm_start(self, self.config.sft_steps, self.config.sft_learning_rate)
+            metrics = warm_start(
+                self,
+                self.config.sft_steps,
+                self.config.sft_learning_rate,
+                self.config.sft_corpus_demonstrations,
+            )
             self.logger.log(self.num_timesteps, **{f"sft/{k}": v for k, v in metrics.items()})
             self.sft_done = True
         return super().learn(total_timesteps, callback)

@@ -9,6 +9,7 @@ examples and :class:`SFTAgent` is the supervised row of the benchmarks (RL4LMs' 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -27,6 +28,8 @@ from aligngym.agents.sampling import positions_from_mask
 from aligngym.envs.device import resolve_device
 from aligngym.envs.reference import load_causal_lm
 from aligngym.envs.tokenization import TextTokenizer, load_tokenizer
+
+logger = logging.getLogger(__name__)
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 
@@ -432,8 +435,33 @@ class SFTAgentConfig(LMAgentConfig, AgentConfig):
             raise ValueError(f"corpus_demonstrations must be >= 0, got {self.corpus_demonstrations}")
 
 
+def warm_start_demonstrations(runtime: Any) -> list[tuple[str, str]]:
+    """:func:`demonstrations` of the env's rows; when those rows have none (an env made with a practice prompt
+    set, :mod:`aligngym.agents.practice_prompts`, which has keywords but no reference sentences), the demonstrations
+    of the task's shipped *train* split instead. Test rows are never read.
+
+    :raises ValueError: when neither has demonstrations (Sentiment ships prompts only).
+    """
+    try:
+        return demonstrations(runtime)
+    except ValueError:
+        from aligngym.envs.prompts import load_prompt_rows
+
+        shipped = SimpleNamespace(task=runtime.task, rows=load_prompt_rows(runtime.task, split="train"))
+        if runtime.rows == shipped.rows:
+            raise
+        pairs = demonstrations(shipped)
+        logger.info(
+            "the env's prompts carry no demonstrations; SFT uses the %d train rows of task %s",
+            len(pairs),
+            runtime.task.name,
+        )
+        return pairs
+
+
 def supervised_fine_tune(policy: CausalLMPolicy, runtime: Any, steps: int, config: Any) -> dict[str, float]:
-    """Fine-tune ``policy``'s LM on :func:`demonstrations` of ``runtime`` for ``steps`` steps (no held-out part).
+    """Fine-tune ``policy``'s LM on :func:`warm_start_demonstrations` of ``runtime`` for ``steps`` steps (no
+    held-out part).
 
     :param policy: the policy to train in place (left in eval mode).
     :param runtime: the env's ``TaskRuntime``.
@@ -452,7 +480,7 @@ def supervised_fine_tune(policy: CausalLMPolicy, runtime: Any, steps: int, confi
         seed=config.seed,
         device=str(config.device),
     )
-    pairs = demonstrations(runtime)
+    pairs = warm_start_demonstrations(runtime)
     extra = int(getattr(config, "corpus_demonstrations", 0) or 0)
     if extra:
         pairs = pairs + corpus_demonstrations(runtime, extra)
@@ -462,16 +490,25 @@ def supervised_fine_tune(policy: CausalLMPolicy, runtime: Any, steps: int, confi
     return metrics
 
 
-def warm_start(agent: LMAgent, steps: int, learning_rate: float) -> dict[str, float]:
+def warm_start(
+    agent: LMAgent, steps: int, learning_rate: float, corpus_demonstrations: int = 0
+) -> dict[str, float]:
     """Supervised warm start of an RL agent (RL4LMs' supervised + PPO): fine-tune ``agent.policy`` on the task's
     demonstrations, then make the fine-tuned weights the frozen KL reference (saved with the agent's checkpoints).
 
     :param agent: an LM agent (PPO, GRPO) before its first update.
     :param steps: SFT optimizer steps.
     :param learning_rate: peak SFT step size.
+    :param corpus_demonstrations: Keywords only: also this many CommonGen-style rows from the reference LM's train
+        documents (:func:`corpus_demonstrations`).
     :returns: the SFT metrics.
     """
-    cfg = SimpleNamespace(learning_rate=learning_rate, seed=agent.config.seed, device=agent.device)
+    cfg = SimpleNamespace(
+        learning_rate=learning_rate,
+        seed=agent.config.seed,
+        device=agent.device,
+        corpus_demonstrations=corpus_demonstrations,
+    )
     metrics = supervised_fine_tune(agent.policy, agent.runtime, steps, cfg)
     if agent.reference is not None:
         agent.reference.model.load_state_dict(agent.policy.model.state_dict())

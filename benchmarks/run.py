@@ -64,8 +64,18 @@ def make_train_env(spec: RunSpec) -> gym.Env:
     :class:`~aligngym.envs.curriculum.Curriculum` when ``spec.curriculum`` is set.
 
     Gold is an evaluation judge: the training env skips it (it costs a model call per episode) unless asked.
+    With ``spec.train_prompts`` the env draws from that practice prompt set instead of the train split.
     """
-    env = gym.make(spec.env_id, **{"split": "train", "gold": False, **spec.env_kwargs})
+    kwargs: dict[str, Any] = {"split": "train", "gold": False, **spec.env_kwargs}
+    if spec.train_prompts is not None:
+        from aligngym.agents.practice_prompts import practice_rows
+        from aligngym.envs.tasks import get_task
+
+        task = gym.spec(spec.env_id).kwargs.get("task")
+        if task is None:
+            raise ValueError(f"train_prompts needs an aligngym task env; {spec.env_id} registers no task")
+        kwargs["prompts"] = practice_rows(spec.train_prompts, get_task(task).name)
+    env = gym.make(spec.env_id, **kwargs)
     if spec.curriculum is None:
         return env
     from aligngym.envs.curriculum import curriculum_from_config

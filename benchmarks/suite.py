@@ -42,6 +42,9 @@ class RunSpec:
         :data:`aligngym.envs.curriculum.CONFIG_KEYS`, ``schedule = "linear"`` spreads ``steps`` over the levels),
         plus ``eval_difficulty``: the level of the held-out evaluation (default: ``env_kwargs["max_difficulty"]``);
         ``None``: the env as made.
+    :param train_prompts: train on a practice prompt set instead of the task's train split, a table
+        ``{source, n, seed}`` naming one of :data:`aligngym.agents.practice_prompts.PRACTICE_SOURCES` (passed as
+        ``prompts=`` to the training env only; evaluation stays on the task's test split); ``None``: the train split.
     """
 
     env_id: str
@@ -57,6 +60,7 @@ class RunSpec:
     agent_kwargs: dict[str, Any] = field(default_factory=dict)
     samples: int = 4
     curriculum: dict[str, Any] | None = None
+    train_prompts: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.steps < 0:
@@ -71,6 +75,10 @@ class RunSpec:
             raise ValueError(f"agent label {self.agent!r} must match {LABEL_RE.pattern} (it names files)")
         if self.curriculum is not None:
             check_run_curriculum(self.curriculum)
+        if self.train_prompts is not None:
+            from aligngym.agents.practice_prompts import check_practice_config
+
+            check_practice_config(self.train_prompts)
 
     @property
     def factory_name(self) -> str:
@@ -83,8 +91,12 @@ class RunSpec:
     def fingerprint(self) -> str:
         """Hash of everything that determines the result (``--resume`` re-runs a run whose fingerprint changed)."""
         fields = dataclasses.asdict(self)
-        if fields["curriculum"] is None:  # runs without one keep the fingerprints of older harnesses
-            del fields["curriculum"]
+        for key in (
+            "curriculum",
+            "train_prompts",
+        ):  # runs without them keep the fingerprints of older harnesses
+            if fields[key] is None:
+                del fields[key]
         blob = json.dumps(fields, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -157,7 +169,7 @@ _GROUP_KEYS = {
     "eval_deterministic",
     "samples",
 }
-_AGENT_RESERVED = {"agent", "env_kwargs", "eval_deterministic", "curriculum"}
+_AGENT_RESERVED = {"agent", "env_kwargs", "eval_deterministic", "curriculum", "train_prompts"}
 
 
 def suite_dir() -> Path:
@@ -257,7 +269,8 @@ def expand_suite(
                         Curriculum-wrapped env (see :class:`RunSpec`)
         [agents.NAME]   config overrides; reserved: agent (the named agent when NAME is a label),
                         env_kwargs (merged over the env's), eval_deterministic, curriculum (merged over the
-                        env's key by key; false turns it off)
+                        env's key by key; false turns it off), train_prompts ({source, n, seed}: a practice
+                        prompt set for the training env only, see :class:`RunSpec`)
         [[runs]]  envs, agents, and any of seeds / steps / eval_points / eval_episodes / samples for this group
 
     :param envs: with ``agents``, replaces the suite's matrix by envs x agents (names as in :func:`resolve_env_id`).
@@ -328,6 +341,7 @@ def expand_suite(
                         agent_kwargs=agent_kwargs,
                         samples=int(settings["samples"]),
                         curriculum=curriculum,
+                        train_prompts=dict(table["train_prompts"]) if table.get("train_prompts") else None,
                     )
                     if spec.run_id in seen:
                         raise ValueError(
