@@ -28,11 +28,8 @@ from aligngym.agents.multiturn import (
     turn_position,
 )
 from aligngym.agents.pg_losses import (
-    clipped_surrogate,
-    clipped_value_loss,
-    masked_mean,
+    actor_critic_loss,
     optimizer_step,
-    ratio_stats,
 )
 from aligngym.agents.ppo import AdaptiveKLController, explained_variance, gae, masked_whiten
 
@@ -259,18 +256,23 @@ class MultiTurnPPOAgent(MultiTurnLMAgent):
                 idx = order[start : start + cfg.minibatch_size]
                 m = mask[idx]
                 logp, values, entropy = self._forward(self.policy, batch, idx, with_values=True)
-                pg, ratio, log_ratio = clipped_surrogate(logp, old_logp[idx], adv[idx], m, cfg.clip_range)
-                policy_loss = masked_mean(pg, m)
-                value_loss = clipped_value_loss(values, old_values[idx], returns[idx], m, cfg.clip_range_vf)
-                ent = masked_mean(entropy, m)
-                loss = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * ent
+                loss, parts = actor_critic_loss(
+                    logp,
+                    old_logp[idx],
+                    adv[idx],
+                    values,
+                    old_values[idx],
+                    returns[idx],
+                    entropy,
+                    m,
+                    clip_range=cfg.clip_range,
+                    clip_range_vf=cfg.clip_range_vf,
+                    vf_coef=cfg.vf_coef,
+                    ent_coef=cfg.ent_coef,
+                )
                 optimizer_step(self.optimizer, loss, self.policy.parameters(), cfg.max_grad_norm)
-                approx_kl, clipfrac = ratio_stats(ratio, log_ratio, m, cfg.clip_range)
-                stats["policy_loss"].append(float(policy_loss.detach()))
-                stats["value_loss"].append(float(value_loss.detach()))
-                stats["approx_kl"].append(approx_kl)
-                stats["clipfrac"].append(clipfrac)
-                stats["entropy"].append(float(ent.detach()))
+                for key, value in parts.items():
+                    stats[key].append(value)
         kl = float(kl_tokens.sum(-1).mean())
         self.kl_ctl.update(kl, n)
         self.num_updates += 1

@@ -67,6 +67,43 @@ def ratio_stats(
     return approx_kl, clipfrac
 
 
+def actor_critic_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    adv: torch.Tensor,
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    entropy: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    clip_range: float,
+    clip_range_vf: float,
+    vf_coef: float,
+    ent_coef: float,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """PPO's minibatch loss: clipped surrogate + ``vf_coef`` x clipped value loss - ``ent_coef`` x entropy, all
+    masked means over the completion tokens.
+
+    :returns: the loss and its parts for logging (``policy_loss``, ``value_loss``, ``approx_kl``, ``clipfrac``,
+        ``entropy``).
+    """
+    pg, ratio, log_ratio = clipped_surrogate(logp, old_logp, adv, mask, clip_range)
+    policy_loss = masked_mean(pg, mask)
+    value_loss = clipped_value_loss(values, old_values, returns, mask, clip_range_vf)
+    ent = masked_mean(entropy, mask)
+    loss = policy_loss + vf_coef * value_loss - ent_coef * ent
+    approx_kl, clipfrac = ratio_stats(ratio, log_ratio, mask, clip_range)
+    parts = {
+        "policy_loss": float(policy_loss.detach()),
+        "value_loss": float(value_loss.detach()),
+        "approx_kl": approx_kl,
+        "clipfrac": clipfrac,
+        "entropy": float(ent.detach()),
+    }
+    return loss, parts
+
+
 def optimizer_step(
     optimizer: torch.optim.Optimizer,
     loss: torch.Tensor,
@@ -81,4 +118,12 @@ def optimizer_step(
     optimizer.step()
 
 
-__all__ = ["clipped_surrogate", "clipped_value_loss", "k3_kl", "masked_mean", "optimizer_step", "ratio_stats"]
+__all__ = [
+    "actor_critic_loss",
+    "clipped_surrogate",
+    "clipped_value_loss",
+    "k3_kl",
+    "masked_mean",
+    "optimizer_step",
+    "ratio_stats",
+]

@@ -19,11 +19,9 @@ import torch
 from aligngym.agents.base import AgentConfig
 from aligngym.agents.lm_agent import LMAgent, LMAgentConfig, autocast_context
 from aligngym.agents.pg_losses import (
-    clipped_surrogate,
-    clipped_value_loss,
+    actor_critic_loss,
     masked_mean,
     optimizer_step,
-    ratio_stats,
 )
 from aligngym.agents.sampling import process_logits, sample_actions
 from aligngym.agents.vector_envs import autoreset_mode, info_value
@@ -467,23 +465,28 @@ class PPOAgent(LMAgent):
                 with amp:
                     logp, values, entropy, dist = self._forward(self.policy, batch, idx, with_values=True)
                 assert values is not None
-                pg, ratio, log_ratio = clipped_surrogate(logp, old_logp[idx], adv[idx], m, cfg.clip_range)
-                policy_loss = masked_mean(pg, m)
-                value_loss = clipped_value_loss(values, old_values[idx], returns[idx], m, cfg.clip_range_vf)
-                ent = masked_mean(entropy, m)
-                loss = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * ent
+                loss, parts = actor_critic_loss(
+                    logp,
+                    old_logp[idx],
+                    adv[idx],
+                    values,
+                    old_values[idx],
+                    returns[idx],
+                    entropy,
+                    m,
+                    clip_range=cfg.clip_range,
+                    clip_range_vf=cfg.clip_range_vf,
+                    vf_coef=cfg.vf_coef,
+                    ent_coef=cfg.ent_coef,
+                )
                 if cfg.kl_penalty == "loss":
                     assert dist is not None and ref_dist is not None
                     kl_loss = masked_mean(full_kl(dist, ref_dist[idx]), m)
                     loss = loss + beta * kl_loss
                     stats["kl_loss"].append(float(kl_loss.detach()))
                 optimizer_step(self.optimizer, loss, self.policy.parameters(), cfg.max_grad_norm)
-                approx_kl, clipfrac = ratio_stats(ratio, log_ratio, m, cfg.clip_range)
-                stats["policy_loss"].append(float(policy_loss.detach()))
-                stats["value_loss"].append(float(value_loss.detach()))
-                stats["approx_kl"].append(approx_kl)
-                stats["clipfrac"].append(clipfrac)
-                stats["entropy"].append(float(ent.detach()))
+                for key, value in parts.items():
+                    stats[key].append(value)
         kl = float(kl_tokens.sum(-1).mean())
         self.kl_ctl.update(kl, n)
         self.num_updates += 1
