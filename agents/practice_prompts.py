@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from aligngym.envs.runtime import positive_int
+
 #: a practice word must occur at least this often in the train documents (rare words are noise to a small LM)
 KEYWORD_MIN_COUNT = 5
 
@@ -40,13 +42,29 @@ def _train_line_words() -> list[list[str]]:
     ]
 
 
+def _frequent_words(lines: list[list[str]], min_count: int) -> list[str]:
+    if min_count < 1:
+        raise ValueError(f"min_count must be >= 1, got {min_count}")
+    counts = collections.Counter(w for words in lines for w in words)
+    return sorted(w for w, c in counts.items() if c >= min_count)
+
+
 def keyword_vocabulary(min_count: int = KEYWORD_MIN_COUNT) -> list[str]:
     """Content words (3+ letters, not :data:`~aligngym.agents.pretrain_reference.STOPWORDS`) that occur at least
     ``min_count`` times in the reference LM's train documents (lines that are prompts are skipped), sorted."""
-    if min_count < 1:
-        raise ValueError(f"min_count must be >= 1, got {min_count}")
-    counts = collections.Counter(w for words in _train_line_words() for w in words)
-    return sorted(w for w, c in counts.items() if c >= min_count)
+    return _frequent_words(_train_line_words(), min_count)
+
+
+def _task_triples() -> set[frozenset[str]]:
+    """The keyword sets of the Keywords task's shipped prompts, every split (a practice triple never equals one)."""
+    from aligngym.envs.prompts import load_prompt_rows
+    from aligngym.envs.tasks import get_task
+
+    return {frozenset(r["keywords"]) for r in load_prompt_rows(get_task("Keywords"), split="all")}
+
+
+def _keyword_row(pick: list[str]) -> dict[str, Any]:
+    return {"prompt": f"Write a sentence using: {', '.join(pick)}.", "keywords": pick}
 
 
 def keyword_linked_rows(n: int, seed: int = 0, min_count: int = KEYWORD_MIN_COUNT) -> list[dict[str, Any]]:
@@ -57,19 +75,16 @@ def keyword_linked_rows(n: int, seed: int = 0, min_count: int = KEYWORD_MIN_COUN
 
     :raises ValueError: for ``n < 1``.
     """
-    from aligngym.envs.prompts import load_prompt_rows
-    from aligngym.envs.tasks import get_task
-
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
-    vocab = set(keyword_vocabulary(min_count))
-    lines = [sorted(set(w for w in words if w in vocab)) for words in _train_line_words()]
+    n = positive_int("n", n)
+    words = _train_line_words()
+    vocab = set(_frequent_words(words, min_count))
+    lines = [sorted(set(w for w in ws if w in vocab)) for ws in words]
     lines = [ws for ws in lines if len(ws) >= 2]
     where: dict[str, set[int]] = collections.defaultdict(set)
     for i, ws in enumerate(lines):
         for w in ws:
             where[w].add(i)
-    taken = {frozenset(r["keywords"]) for r in load_prompt_rows(get_task("Keywords"), split="all")}
+    taken = _task_triples()
     rng = np.random.default_rng(seed)
     rows: list[dict[str, Any]] = []
     for _ in range(200 * n):
@@ -88,8 +103,7 @@ def keyword_linked_rows(n: int, seed: int = 0, min_count: int = KEYWORD_MIN_COUN
         if where[a] & where[b] & where[c] or frozenset((a, b, c)) in taken:
             continue  # some line holds all three (recall would do), or a task prompt has this triple
         taken.add(frozenset((a, b, c)))
-        pick = [str(w) for w in rng.permutation([a, b, c])]
-        rows.append({"prompt": f"Write a sentence using: {', '.join(pick)}.", "keywords": pick})
+        rows.append(_keyword_row([str(w) for w in rng.permutation([a, b, c])]))
     if len(rows) < n:
         raise ValueError(f"only {len(rows)} linked keyword triples found; asked for {n}")
     return rows
@@ -101,13 +115,9 @@ def keyword_practice_rows(n: int, seed: int = 0, min_count: int = KEYWORD_MIN_CO
 
     :raises ValueError: for ``n < 1``.
     """
-    from aligngym.envs.prompts import load_prompt_rows
-    from aligngym.envs.tasks import get_task
-
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
+    n = positive_int("n", n)
     vocab = keyword_vocabulary(min_count)
-    taken = {frozenset(r["keywords"]) for r in load_prompt_rows(get_task("Keywords"), split="all")}
+    taken = _task_triples()
     rng = np.random.default_rng(seed)
     rows: list[dict[str, Any]] = []
     while len(rows) < n:
@@ -115,7 +125,7 @@ def keyword_practice_rows(n: int, seed: int = 0, min_count: int = KEYWORD_MIN_CO
         if frozenset(pick) in taken:
             continue
         taken.add(frozenset(pick))
-        rows.append({"prompt": f"Write a sentence using: {', '.join(pick)}.", "keywords": pick})
+        rows.append(_keyword_row(pick))
     return rows
 
 
@@ -147,9 +157,7 @@ def check_practice_config(config: Any) -> str:
         raise ValueError(
             f"train_prompts: unknown source {name!r}; expected one of {sorted(PRACTICE_SOURCES)}"
         )
-    n = config.get("n", 3000)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"train_prompts: n must be a positive integer, got {n!r}")
+    positive_int("train_prompts: n", config.get("n", 3000))
     return PRACTICE_SOURCES[name][0]
 
 
@@ -162,8 +170,8 @@ def practice_rows(config: dict[str, Any], task: str) -> list[dict[str, Any]]:
     :raises ValueError: for an unknown source or key, or a source of another task.
     """
     source_task = check_practice_config(config)
-    build = PRACTICE_SOURCES[config["source"]][1]
     name = config["source"]
+    build = PRACTICE_SOURCES[name][1]
     if source_task != task:
         raise ValueError(
             f"train_prompts source {name!r} makes {source_task} prompts; this env's task is {task!r}"
