@@ -91,10 +91,8 @@ class RunSpec:
     def fingerprint(self) -> str:
         """Hash of everything that determines the result (``--resume`` re-runs a run whose fingerprint changed)."""
         fields = dataclasses.asdict(self)
-        for key in (
-            "curriculum",
-            "train_prompts",
-        ):  # runs without them keep the fingerprints of older harnesses
+        # runs without a curriculum or practice prompts keep the fingerprints of older harnesses
+        for key in ("curriculum", "train_prompts"):
             if fields[key] is None:
                 del fields[key]
         blob = json.dumps(fields, sort_keys=True, default=str)
@@ -170,6 +168,14 @@ _GROUP_KEYS = {
     "samples",
 }
 _AGENT_RESERVED = {"agent", "env_kwargs", "eval_deterministic", "curriculum", "train_prompts"}
+
+
+def _table_copy(value: Any) -> Any:
+    """A suite table as the run's own dict (``None`` for an empty or missing one); anything else is passed on as it
+    is, for :class:`RunSpec` to refuse with a message that names it."""
+    if isinstance(value, dict):
+        return dict(value) or None
+    return value or None
 
 
 def suite_dir() -> Path:
@@ -341,7 +347,7 @@ def expand_suite(
                         agent_kwargs=agent_kwargs,
                         samples=int(settings["samples"]),
                         curriculum=curriculum,
-                        train_prompts=dict(table["train_prompts"]) if table.get("train_prompts") else None,
+                        train_prompts=_table_copy(table.get("train_prompts")),
                     )
                     if spec.run_id in seen:
                         raise ValueError(

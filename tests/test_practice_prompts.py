@@ -60,6 +60,15 @@ def test_bad_practice_config_is_refused(config, error) -> None:
         RunSpec(env_id=KW_SEQ, agent="grpo", train_prompts=config)
 
 
+def test_a_suite_train_prompts_that_is_not_a_table_is_refused_by_name() -> None:
+    suite = {
+        "agents": {"grpo-practice": {"agent": "grpo", "train_prompts": "keyword-practice"}},
+        "runs": [{"envs": [KW_SEQ], "agents": ["grpo-practice"]}],
+    }
+    with pytest.raises(TypeError, match="train_prompts must be a table"):
+        expand_suite(suite, seeds=1, steps=64, device="cpu")
+
+
 def test_practice_source_of_another_task_is_refused() -> None:
     with pytest.raises(ValueError, match="Keywords prompts; this env's task is 'Sentiment'"):
         practice_rows(PRACTICE, "Sentiment")
