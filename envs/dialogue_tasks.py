@@ -32,7 +32,7 @@ class DialogueTask:
     :param action_vocab: default restricted action vocabulary, or ``None`` for every token.
     :param chat_template: (user separator, assistant separator) text, each encoded once.
     :param opening_regex: when a row's ``prompt`` matches it, the user's opening is its first group (the Dialogue
-        task reuses the single-turn ``"Q: ...\\nA:"`` prompts this way); ``None``: the prompt as it is.
+        task reuses the single-turn ``"Q: ... A:"`` prompts this way); ``None``: the prompt as it is.
     """
 
     name: str
@@ -62,11 +62,11 @@ DIALOGUE_TASKS: dict[str, DialogueTask] = {
         simulator="scripted",
         turn_scorer="preference_rm",
         scorer=None,
-        turn_prompt="Q: {user}\nA:",
+        turn_prompt="Q: {user} A:",
         max_turns=3,
         max_turn_tokens=24,
         max_context_tokens=192,
-        opening_regex=r"Q: (.*)\nA:",
+        opening_regex=r"Q: (.*?)\s+A:",
     ),
     "Guess": DialogueTask(
         name="Guess",

@@ -89,7 +89,7 @@ TASKS: dict[str, Task] = {
     ),
     "Preference": Task(
         name="Preference",
-        description="answer a 'Q: ...\\nA:' question helpfully, politely and on topic (shipped learned reward model)",
+        description="answer a 'Q: ... A:' question helpfully, politely and on topic (shipped learned reward model)",
         prompt_file="preference_prompts.jsonl",
         scorer="preference_rm",
         gold="preference_gold",

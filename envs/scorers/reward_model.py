@@ -267,7 +267,7 @@ class RewardModelScorer(BaseScorer):
 class PreferenceRewardScorer(RewardModelScorer):
     """The reward model shipped in ``aligngym/envs/data/reward_model`` (trained on ``preference_pairs.jsonl``).
 
-    It rewards helpful, polite, on-topic answers to ``"Q: ...\\nA:"`` questions (the Preference task's scorer).
+    It rewards helpful, polite, on-topic answers to ``"Q: ... A:"`` questions (the Preference task's scorer).
     """
 
     name = "preference_rm"
