@@ -20,7 +20,7 @@ import torch
 
 from aligngym.agents.base import AgentConfig
 from aligngym.agents.lm_agent import LMAgent, LMAgentConfig, autocast_context
-from aligngym.agents.pg_losses import clipped_surrogate, k3_kl, optimizer_step, ratio_stats
+from aligngym.agents.pg_losses import k3_kl, sequence_mean_step
 from aligngym.agents.ppo import batch_overlap, full_kl
 from aligngym.agents.vector_envs import autoreset_mode, info_value
 
@@ -332,23 +332,25 @@ class GRPOAgent(LMAgent):
                 else:
                     logp, dist = self._logprobs(self.policy, batch), None
             old = logp.detach() if old_logp is None else old_logp
-            surrogate_loss, ratio, log_ratio = clipped_surrogate(logp, old, adv, mask, cfg.clip_range)
-            per_token = surrogate_loss
-            kl = torch.zeros_like(logp)
+            kl: torch.Tensor | None = None
             if ref_dist is not None and dist is not None:
                 kl = full_kl(dist, ref_dist) * mask  # exact KL(pi || ref) of each next-token distribution
-                per_token = per_token + cfg.beta * kl
             elif ref_logp is not None:
                 kl = k3_kl(logp, ref_logp, mask)
-                per_token = per_token + cfg.beta * kl
-            loss = ((per_token * mask).sum(-1) / lengths).mean()
-            optimizer_step(self.optimizer, loss, self.policy.parameters(), cfg.max_grad_norm)
-            approx_kl, clipfrac = ratio_stats(ratio, log_ratio, mask, cfg.clip_range)
-            with torch.no_grad():
-                stats["policy_loss"].append(float(((surrogate_loss * mask).sum(-1) / lengths).mean()))
-            stats["approx_kl"].append(approx_kl)
-            stats["clipfrac"].append(clipfrac)
-            stats["kl"].append(float(kl.detach().sum(-1).mean()))
+            sequence_mean_step(
+                self.optimizer,
+                self.policy.parameters(),
+                logp,
+                old,
+                adv,
+                mask,
+                lengths,
+                kl,
+                beta=cfg.beta,
+                clip_range=cfg.clip_range,
+                max_grad_norm=cfg.max_grad_norm,
+                stats=stats,
+            )
         self.num_updates += 1
         return {
             "losses/policy_loss": float(np.mean(stats["policy_loss"])),

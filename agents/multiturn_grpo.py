@@ -21,7 +21,7 @@ from aligngym.agents.grpo import ADVANTAGES, group_advantages
 from aligngym.agents.lm_agent import LMAgentConfig
 from aligngym.agents.multiturn import Conversation, turn_level_returns
 from aligngym.agents.multiturn_ppo import MultiTurnLMAgent
-from aligngym.agents.pg_losses import clipped_surrogate, k3_kl, optimizer_step, ratio_stats
+from aligngym.agents.pg_losses import k3_kl, sequence_mean_step
 
 CREDITS = ("episode", "turn")
 
@@ -177,20 +177,20 @@ class MultiTurnGRPOAgent(MultiTurnLMAgent):
                 mismatch = self._check_logprobs(logp, batch)
                 old_logp = logp.detach()
             assert old_logp is not None
-            surrogate_loss, ratio, log_ratio = clipped_surrogate(logp, old_logp, adv, mask, cfg.clip_range)
-            per_token = surrogate_loss
-            kl = torch.zeros_like(logp)
-            if ref_logp is not None:
-                kl = k3_kl(logp, ref_logp, mask)
-                per_token = per_token + cfg.beta * kl
-            loss = ((per_token * mask).sum(-1) / lengths).mean()
-            optimizer_step(self.optimizer, loss, self.policy.parameters(), cfg.max_grad_norm)
-            approx_kl, clipfrac = ratio_stats(ratio, log_ratio, mask, cfg.clip_range)
-            with torch.no_grad():
-                stats["policy_loss"].append(float(((surrogate_loss * mask).sum(-1) / lengths).mean()))
-            stats["approx_kl"].append(approx_kl)
-            stats["clipfrac"].append(clipfrac)
-            stats["kl"].append(float(kl.detach().sum(-1).mean()))
+            sequence_mean_step(
+                self.optimizer,
+                self.policy.parameters(),
+                logp,
+                old_logp,
+                adv,
+                mask,
+                lengths,
+                None if ref_logp is None else k3_kl(logp, ref_logp, mask),
+                beta=cfg.beta,
+                clip_range=cfg.clip_range,
+                max_grad_norm=cfg.max_grad_norm,
+                stats=stats,
+            )
         self.num_updates += 1
         return {
             "losses/policy_loss": float(np.mean(stats["policy_loss"])),

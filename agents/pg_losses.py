@@ -118,6 +118,44 @@ def optimizer_step(
     optimizer.step()
 
 
+def sequence_mean_step(
+    optimizer: torch.optim.Optimizer,
+    parameters: Iterable[nn.Parameter],
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    adv: torch.Tensor,
+    mask: torch.Tensor,
+    lengths: torch.Tensor,
+    kl: torch.Tensor | None,
+    *,
+    beta: float,
+    clip_range: float,
+    max_grad_norm: float,
+    stats: dict[str, list[float]],
+) -> None:
+    """One GRPO gradient step (single- and multi-turn): the clipped surrogate plus ``beta`` x the per-token ``kl``
+    (``None``: no KL term), averaged over each sequence's tokens and then over the sequences (DeepSeekMath's loss),
+    back-propagated and stepped. Appends the step's ``policy_loss``, ``approx_kl``, ``clipfrac`` and ``kl`` (summed
+    over tokens, mean over sequences) to ``stats``.
+
+    :param lengths: float (B, 1) token counts of the sequences (at least 1).
+    """
+    surrogate_loss, ratio, log_ratio = clipped_surrogate(logp, old_logp, adv, mask, clip_range)
+    per_token = surrogate_loss
+    if kl is None:
+        kl = torch.zeros_like(logp)
+    else:
+        per_token = per_token + beta * kl
+    loss = ((per_token * mask).sum(-1) / lengths).mean()
+    optimizer_step(optimizer, loss, parameters, max_grad_norm)
+    approx_kl, clipfrac = ratio_stats(ratio, log_ratio, mask, clip_range)
+    with torch.no_grad():
+        stats["policy_loss"].append(float(((surrogate_loss * mask).sum(-1) / lengths).mean()))
+    stats["approx_kl"].append(approx_kl)
+    stats["clipfrac"].append(clipfrac)
+    stats["kl"].append(float(kl.detach().sum(-1).mean()))
+
+
 __all__ = [
     "actor_critic_loss",
     "clipped_surrogate",
@@ -126,4 +164,5 @@ __all__ = [
     "masked_mean",
     "optimizer_step",
     "ratio_stats",
+    "sequence_mean_step",
 ]
