@@ -31,11 +31,11 @@ from aligngym.agents.pg_losses import (
     actor_critic_loss,
     optimizer_step,
 )
-from aligngym.agents.ppo import AdaptiveKLController, explained_variance, gae, masked_whiten
+from aligngym.agents.ppo import AdaptiveKLController, PPOFields, explained_variance, gae, masked_whiten
 
 
 @dataclasses.dataclass
-class MultiTurnPPOConfig(LMAgentConfig, AgentConfig):
+class MultiTurnPPOConfig(PPOFields, LMAgentConfig, AgentConfig):
     """Hyper-parameters of :class:`MultiTurnPPOAgent` (plus the agent and LM fields).
 
     :param learning_rate: Adam step size.
@@ -59,39 +59,10 @@ class MultiTurnPPOConfig(LMAgentConfig, AgentConfig):
         (``None``: only log ``charts/logprob_mismatch``).
     """
 
-    learning_rate: float = 1e-4
-    num_envs: int = 16
-    n_epochs: int = 4
-    minibatch_size: int = 8
-    gamma: float = 1.0
-    gae_lambda: float = 0.95
-    clip_range: float = 0.2
-    clip_range_vf: float = 0.2
-    vf_coef: float = 0.1
-    ent_coef: float = 0.0
-    max_grad_norm: float = 1.0
-    init_kl_coef: float = 0.05
-    adaptive_kl: bool = True
-    target_kl: float = 2.0
-    kl_horizon: int = 2000
-    whiten_advantages: bool = True
-    temperature: float = 1.0
     check_tolerance: float | None = 1e-3
 
     def __post_init__(self) -> None:
-        for name in ("num_envs", "n_epochs", "minibatch_size", "kl_horizon"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.learning_rate <= 0 or self.temperature <= 0:
-            raise ValueError(
-                f"learning_rate and temperature must be positive, got {self.learning_rate}, {self.temperature}"
-            )
-        if not 0.0 <= self.gamma <= 1.0 or not 0.0 <= self.gae_lambda <= 1.0:
-            raise ValueError(f"gamma and gae_lambda must be in [0, 1], got {self.gamma}, {self.gae_lambda}")
-        if self.init_kl_coef < 0 or self.target_kl <= 0:
-            raise ValueError(
-                f"init_kl_coef must be >= 0 and target_kl > 0, got {self.init_kl_coef}, {self.target_kl}"
-            )
+        self.check_ppo_fields()
 
 
 class MultiTurnLMAgent(LMAgent):

@@ -31,7 +31,47 @@ KL_PENALTIES = ("reward", "full", "loss")
 
 
 @dataclasses.dataclass
-class PPOConfig(LMAgentConfig, AgentConfig):
+class PPOFields:
+    """The PPO optimisation and KL-control fields that :class:`PPOConfig` and
+    :class:`~aligngym.agents.multiturn_ppo.MultiTurnPPOConfig` share (each documents them), with their checks."""
+
+    learning_rate: float = 1e-4
+    num_envs: int = 16
+    n_epochs: int = 4
+    minibatch_size: int = 8
+    gamma: float = 1.0
+    gae_lambda: float = 0.95
+    clip_range: float = 0.2
+    clip_range_vf: float = 0.2
+    vf_coef: float = 0.1
+    ent_coef: float = 0.0
+    max_grad_norm: float = 1.0
+    init_kl_coef: float = 0.05
+    adaptive_kl: bool = True
+    target_kl: float = 2.0
+    kl_horizon: int = 2000
+    whiten_advantages: bool = True
+    temperature: float = 1.0
+
+    def check_ppo_fields(self) -> None:
+        """Raise ``ValueError`` naming the first shared field out of its range."""
+        for name in ("num_envs", "n_epochs", "minibatch_size", "kl_horizon"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.learning_rate <= 0 or self.temperature <= 0:
+            raise ValueError(
+                f"learning_rate and temperature must be positive, got {self.learning_rate}, {self.temperature}"
+            )
+        if not 0.0 <= self.gamma <= 1.0 or not 0.0 <= self.gae_lambda <= 1.0:
+            raise ValueError(f"gamma and gae_lambda must be in [0, 1], got {self.gamma}, {self.gae_lambda}")
+        if self.init_kl_coef < 0 or self.target_kl <= 0:
+            raise ValueError(
+                f"init_kl_coef must be >= 0 and target_kl > 0, got {self.init_kl_coef}, {self.target_kl}"
+            )
+
+
+@dataclasses.dataclass
+class PPOConfig(PPOFields, LMAgentConfig, AgentConfig):
     """Hyper-parameters of :class:`PPOAgent` (plus :class:`~aligngym.agents.base.AgentConfig`'s and the LM fields
     ``policy``, ``reference``, ``mixed_precision`` of :class:`~aligngym.agents.lm_agent.LMAgentConfig`).
 
@@ -71,25 +111,8 @@ class PPOConfig(LMAgentConfig, AgentConfig):
         from the reference LM's train documents (:func:`aligngym.agents.sft.corpus_demonstrations`).
     """
 
-    learning_rate: float = 1e-4
-    num_envs: int = 16
-    n_epochs: int = 4
-    minibatch_size: int = 8
-    gamma: float = 1.0
-    gae_lambda: float = 0.95
-    clip_range: float = 0.2
-    clip_range_vf: float = 0.2
-    vf_coef: float = 0.1
-    ent_coef: float = 0.0
-    max_grad_norm: float = 1.0
-    init_kl_coef: float = 0.05
-    adaptive_kl: bool = True
-    target_kl: float = 2.0
-    kl_horizon: int = 2000
     kl_penalty: str = "reward"
     novelty_coef: float = 0.0
-    whiten_advantages: bool = True
-    temperature: float = 1.0
     sft_steps: int = 0
     sft_learning_rate: float = 3e-4
     sft_corpus_demonstrations: int = 0
@@ -101,23 +124,11 @@ class PPOConfig(LMAgentConfig, AgentConfig):
             )
         if self.sft_corpus_demonstrations < 0:
             raise ValueError(f"sft_corpus_demonstrations must be >= 0, got {self.sft_corpus_demonstrations}")
-        for name in ("num_envs", "n_epochs", "minibatch_size", "kl_horizon"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.learning_rate <= 0 or self.temperature <= 0:
-            raise ValueError(
-                f"learning_rate and temperature must be positive, got {self.learning_rate}, {self.temperature}"
-            )
-        if not 0.0 <= self.gamma <= 1.0 or not 0.0 <= self.gae_lambda <= 1.0:
-            raise ValueError(f"gamma and gae_lambda must be in [0, 1], got {self.gamma}, {self.gae_lambda}")
+        self.check_ppo_fields()
         if self.novelty_coef < 0:
             raise ValueError(f"novelty_coef must be >= 0, got {self.novelty_coef}")
         if self.kl_penalty not in KL_PENALTIES:
             raise ValueError(f"kl_penalty must be one of {KL_PENALTIES}, got {self.kl_penalty!r}")
-        if self.init_kl_coef < 0 or self.target_kl <= 0:
-            raise ValueError(
-                f"init_kl_coef must be >= 0 and target_kl > 0, got {self.init_kl_coef}, {self.target_kl}"
-            )
 
 
 class AdaptiveKLController:
