@@ -19,9 +19,10 @@ import numpy as np
 import torch
 
 from aligngym.agents.base import AgentConfig
-from aligngym.agents.lm_agent import LMAgent, LMAgentConfig, autocast_context
+from aligngym.agents.lm_agent import LMAgentConfig, autocast_context
 from aligngym.agents.pg_losses import k3_kl, sequence_mean_step
 from aligngym.agents.ppo import batch_overlap, full_kl
+from aligngym.agents.sft import WarmStartLMAgent
 from aligngym.agents.vector_envs import autoreset_mode, info_value
 
 ADVANTAGES = ("group", "rloo", "mean")
@@ -118,7 +119,7 @@ def group_advantages(scores: torch.Tensor, kind: str = "group", eps: float = 1e-
     raise ValueError(f"unknown advantage {kind!r}; expected one of {ADVANTAGES}")
 
 
-class GRPOAgent(LMAgent):
+class GRPOAgent(WarmStartLMAgent):
     """GRPO with a causal-LM policy on a ``-Sequence-v0`` env; no value model (see the module docstring).
 
     ``num_timesteps`` counts completions (sequence-env steps). ``predict`` samples (or greedily decodes) a whole
@@ -151,31 +152,6 @@ class GRPOAgent(LMAgent):
                 f"prompts_per_update x num_generations={n * g} (the whole batch in one step), got {env.num_envs}"
             )
         self.pad_action = self.eos_action if self.eos_action is not None else 0
-        self.sft_done = False
-
-    def learn(self, total_timesteps: int, callback: Any = None) -> GRPOAgent:
-        """As :meth:`Agent.learn`, after the supervised warm start when ``sft_steps`` > 0 (once per agent)."""
-        if self.config.sft_steps > 0 and not self.sft_done:
-            from aligngym.agents.sft import warm_start
-
-            metrics = warm_start(
-                self,
-                self.config.sft_steps,
-                self.config.sft_learning_rate,
-                self.config.sft_corpus_demonstrations,
-            )
-            self.logger.log(self.num_timesteps, **{f"sft/{k}": v for k, v in metrics.items()})
-            self.sft_done = True
-        return super().learn(total_timesteps, callback)
-
-    def extra_state(self) -> dict[str, Any]:
-        return {**super().extra_state(), "sft_done": self.sft_done}
-
-    def load_extra_state(self, extra: dict[str, Any]) -> None:
-        super().load_extra_state(extra)
-        self.sft_done = bool(extra.get("sft_done", False))
-        if self.sft_done:
-            self._reference_is_spec = False  # the checkpoint holds the fine-tuned reference (ref.*)
 
     # -- acting ----------------------------------------------------------------------------------------------------
     @torch.no_grad()

@@ -17,13 +17,14 @@ import numpy as np
 import torch
 
 from aligngym.agents.base import AgentConfig
-from aligngym.agents.lm_agent import LMAgent, LMAgentConfig, autocast_context
+from aligngym.agents.lm_agent import LMAgentConfig, autocast_context
 from aligngym.agents.pg_losses import (
     actor_critic_loss,
     masked_mean,
     optimizer_step,
 )
 from aligngym.agents.sampling import process_logits, sample_actions
+from aligngym.agents.sft import WarmStartLMAgent
 from aligngym.agents.vector_envs import autoreset_mode, info_value
 
 #: the values of :attr:`PPOConfig.kl_penalty`
@@ -245,7 +246,7 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.
     return float("nan") if var_y == 0.0 else 1.0 - float((y - v).var(unbiased=False)) / var_y
 
 
-class PPOAgent(LMAgent):
+class PPOAgent(WarmStartLMAgent):
     """PPO with a causal-LM actor, a value head on the same trunk, and adaptive KL to a frozen reference.
 
     ``learn(total_timesteps)`` repeats: reset the vector env (seeded from the agent's generator), generate one episode
@@ -282,22 +283,6 @@ class PPOAgent(LMAgent):
         valid = self.step_masks[-1].cpu().numpy()
         non_eos = [a for a in np.flatnonzero(valid) if a != self.eos_action]
         self._idle_action = int(non_eos[0]) if non_eos else 0  # given to rows whose episode is over
-        self.sft_done = False
-
-    def learn(self, total_timesteps: int, callback: Any = None) -> PPOAgent:
-        """As :meth:`Agent.learn`, after the supervised warm start when ``sft_steps`` > 0 (once per agent)."""
-        if self.config.sft_steps > 0 and not self.sft_done:
-            from aligngym.agents.sft import warm_start
-
-            metrics = warm_start(
-                self,
-                self.config.sft_steps,
-                self.config.sft_learning_rate,
-                self.config.sft_corpus_demonstrations,
-            )
-            self.logger.log(self.num_timesteps, **{f"sft/{k}": v for k, v in metrics.items()})
-            self.sft_done = True
-        return super().learn(total_timesteps, callback)
 
     # -- acting ----------------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -512,15 +497,12 @@ class PPOAgent(LMAgent):
 
     # -- checkpoints -----------------------------------------------------------------------------------------------
     def extra_state(self) -> dict[str, Any]:
-        return {**super().extra_state(), "kl_coef": self.kl_ctl.value, "sft_done": self.sft_done}
+        return {**super().extra_state(), "kl_coef": self.kl_ctl.value}
 
     def load_extra_state(self, extra: dict[str, Any]) -> None:
         super().load_extra_state(extra)
         if "kl_coef" in extra:
             self.kl_ctl.value = float(extra["kl_coef"])
-        self.sft_done = bool(extra.get("sft_done", False))
-        if self.sft_done:
-            self._reference_is_spec = False  # the checkpoint holds the fine-tuned reference (ref.*)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
