@@ -22,8 +22,8 @@ from aligngym.agents.base import AgentConfig
 from aligngym.agents.lm_agent import LMAgentConfig, autocast_context
 from aligngym.agents.pg_losses import k3_kl, sequence_mean_step
 from aligngym.agents.ppo import batch_overlap, full_kl
-from aligngym.agents.sft import WarmStartLMAgent
 from aligngym.agents.vector_envs import autoreset_mode, info_value
+from aligngym.agents.warm_start import WarmStartLMAgent
 
 ADVANTAGES = ("group", "rloo", "mean")
 #: the values of :attr:`GRPOConfig.kl_estimator`

@@ -24,8 +24,8 @@ from aligngym.agents.pg_losses import (
     optimizer_step,
 )
 from aligngym.agents.sampling import process_logits, sample_actions
-from aligngym.agents.sft import WarmStartLMAgent
 from aligngym.agents.vector_envs import autoreset_mode, info_value
+from aligngym.agents.warm_start import WarmStartLMAgent
 
 #: the values of :attr:`PPOConfig.kl_penalty`
 KL_PENALTIES = ("reward", "full", "loss")
