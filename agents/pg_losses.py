@@ -141,11 +141,7 @@ def sequence_mean_step(
     :param lengths: float (B, 1) token counts of the sequences (at least 1).
     """
     surrogate_loss, ratio, log_ratio = clipped_surrogate(logp, old_logp, adv, mask, clip_range)
-    per_token = surrogate_loss
-    if kl is None:
-        kl = torch.zeros_like(logp)
-    else:
-        per_token = per_token + beta * kl
+    per_token = surrogate_loss if kl is None else surrogate_loss + beta * kl
     loss = ((per_token * mask).sum(-1) / lengths).mean()
     optimizer_step(optimizer, loss, parameters, max_grad_norm)
     approx_kl, clipfrac = ratio_stats(ratio, log_ratio, mask, clip_range)
@@ -153,7 +149,7 @@ def sequence_mean_step(
         stats["policy_loss"].append(float(((surrogate_loss * mask).sum(-1) / lengths).mean()))
     stats["approx_kl"].append(approx_kl)
     stats["clipfrac"].append(clipfrac)
-    stats["kl"].append(float(kl.detach().sum(-1).mean()))
+    stats["kl"].append(0.0 if kl is None else float(kl.detach().sum(-1).mean()))
 
 
 __all__ = [
