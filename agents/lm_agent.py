@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from aligngym.agents.base import Agent, CheckpointError, add_batch_dim
-from aligngym.agents.policies import CausalLMPolicy, check_vocab, tiny_causal_lm
+from aligngym.agents.policies import CausalLMPolicy, check_context, check_vocab, tiny_causal_lm
 from aligngym.agents.vector_envs import eos_action_of, step_action_masks
 from aligngym.envs.core import runtime_of
 from aligngym.envs.reference import default_reference_dir, load_causal_lm
@@ -71,12 +71,14 @@ def resolve_policy(spec: Any, env: Any, value_head: bool, seed: int = 0) -> Caus
     :param env: the env (single or vector) the policy acts in.
     :param value_head: whether the policy needs a value head.
     :param seed: seeds the weights of ``"tiny-random"``.
-    :raises ValueError: on a vocabulary or action-vocabulary mismatch.
+    :raises ValueError: on a vocabulary or action-vocabulary mismatch, or observations longer than the model's
+        positions.
     :raises FileNotFoundError: when the shipped model is asked for and missing.
     """
     runtime = runtime_of(env, required_by="resolve_policy")
     if isinstance(spec, CausalLMPolicy):
         check_vocab(spec.model, runtime.tokenizer)
+        check_context(spec.model, int(runtime.seq_len))
         want = None if runtime.action_ids is None else np.asarray(runtime.action_ids).tolist()
         have = None if spec.action_ids is None else spec.action_ids.cpu().tolist()
         if want != have:
@@ -98,6 +100,7 @@ def resolve_policy(spec: Any, env: Any, value_head: bool, seed: int = 0) -> Caus
     policy = CausalLMPolicy(
         model, tokenizer=runtime.tokenizer, action_ids=runtime.action_ids, value_head=value_head
     )
+    check_context(policy.model, int(runtime.seq_len))
     if spec is None or (isinstance(spec, str) and spec in ("default", TINY_RANDOM)):
         policy.source = "default" if spec is None else spec
     return policy

@@ -163,6 +163,20 @@ def tiny_causal_lm(
     return model.eval()
 
 
+def check_context(model: nn.Module, length: int, what: str = "policy") -> None:
+    """Raise unless ``length`` tokens (an env's observation length) fit the model's positions.
+
+    :raises ValueError: naming both lengths (a GPT-2 has no position ids past ``n_positions``).
+    """
+    limit = _max_positions(model)
+    if length > limit:
+        raise ValueError(
+            f"{what} model has {limit} positions (n_positions) but the env's observations hold up to {length} "
+            "tokens: lower the env's max_context_tokens (multi-turn) or max_prompt_tokens + max_new_tokens, or use "
+            "a model with a longer context"
+        )
+
+
 def check_vocab(model: nn.Module, tokenizer_or_size: Any, what: str = "policy") -> int:
     """Raise unless the model's vocabulary is exactly the tokenizer's (``len(tokenizer)``); returns V.
 
@@ -239,7 +253,9 @@ class CausalLMPolicy(nn.Module):
         from aligngym.envs.core import runtime_of
 
         runtime = runtime_of(env, required_by="CausalLMPolicy.for_env")
-        return cls(model, tokenizer=runtime.tokenizer, action_ids=runtime.action_ids, value_head=value_head)
+        policy = cls(model, tokenizer=runtime.tokenizer, action_ids=runtime.action_ids, value_head=value_head)
+        check_context(policy.model, int(runtime.seq_len))
+        return policy
 
     @property
     def device(self) -> torch.device:
@@ -277,6 +293,12 @@ class CausalLMPolicy(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, Any]:
         if position_ids is None:
             position_ids = positions_from_mask(attention_mask)
+        limit = _max_positions(self.model)
+        if int(position_ids.max()) >= limit:
+            raise ValueError(
+                f"a sequence of {int(position_ids.max()) + 1} tokens does not fit the policy model's {limit} "
+                "positions (n_positions): shorten the env's context or use a model with a longer context"
+            )
         out = self.model(
             **cache_kwarg(self.model, past),
             input_ids=input_ids,
@@ -430,7 +452,7 @@ class CausalLMPolicy(nn.Module):
         tokens = self.action_ids[actions] if self.action_ids is not None else actions
         step_mask = torch.ones_like(tokens) if alive is None else alive.long()
         mask = torch.cat([state.attention_mask, step_mask[:, None]], dim=1)
-        pos = state.next_position.clamp(max=_max_positions(self.model) - 1)[:, None]
+        pos = state.next_position[:, None]
         logits, hidden, past = self._run(
             tokens[:, None].long(), mask, position_ids=pos, past=state.past, use_cache=True
         )
@@ -568,6 +590,7 @@ __all__ = [
     "VALUE_HEAD_FILE",
     "CausalLMPolicy",
     "GRUPolicy",
+    "check_context",
     "check_vocab",
     "tiny_causal_lm",
     "trim_left_padding",

@@ -75,6 +75,49 @@ def test_shipped_default_policy_is_labelled_default() -> None:
     assert model_agent.policy_label == "object:GPT2LMHeadModel"
 
 
+# -- context length: a clear error, never an IndexError or silently clamped positions --------------------------
+def test_policy_shorter_than_the_env_context_is_refused_when_the_agent_is_built() -> None:
+    env = gym.make(SENTIMENT, max_new_tokens=16)  # 24-token prompt slot + 16 = 40 tokens
+    short = tiny_causal_lm(len(env.unwrapped.runtime.tokenizer), n_positions=32)
+    with pytest.raises(ValueError, match=r"32 positions .* up to 40 tokens"):
+        PPOAgent(env, PPOConfig(policy=short, device="cpu"))
+    with pytest.raises(ValueError, match=r"32 positions .* up to 40 tokens"):
+        CausalLMPolicy.for_env(env, short)
+    with pytest.raises(ValueError, match=r"32 positions .* up to 40 tokens"):
+        GRPOAgent(env, GRPOConfig(policy=CausalLMPolicy(short, tokenizer=env.unwrapped.runtime.tokenizer)))
+
+
+def test_the_default_dialogue_context_fits_the_shipped_policy() -> None:
+    from aligngym.agents.multiturn_ppo import MultiTurnPPOAgent, MultiTurnPPOConfig
+
+    for env_id in ("aligngym/Dialogue-Token-v0", "aligngym/Dialogue-Sequence-v0"):
+        env = gym.make(env_id)
+        assert env.unwrapped.runtime.seq_len <= 128
+        MultiTurnPPOAgent(env, MultiTurnPPOConfig(num_envs=2, device="cpu"))  # the shipped LM: 128 positions
+    with pytest.raises(ValueError, match=r"128 positions .* up to 192 tokens"):
+        MultiTurnPPOAgent(
+            gym.make("aligngym/Dialogue-Token-v0", max_context_tokens=192), MultiTurnPPOConfig(device="cpu")
+        )
+
+
+@pytest.mark.parametrize("path", ["forward", "completion", "decode"])
+def test_a_sequence_past_the_model_positions_raises_a_value_error(path: str) -> None:
+    policy = CausalLMPolicy(tiny_causal_lm(50, n_positions=8), tokenizer=50, value_head=False)
+    ids = torch.randint(1, 50, (2, 6))
+    mask = torch.ones_like(ids)
+    match = r"9 tokens does not fit the policy model's 8 positions"
+    with pytest.raises(ValueError, match=match):
+        if path == "forward":
+            policy(torch.randint(1, 50, (2, 9)), torch.ones(2, 9, dtype=torch.long))
+        elif path == "completion":
+            policy.completion_logprobs(ids, mask, torch.randint(1, 50, (2, 3)), torch.ones(2, 3))
+        else:  # the KV-cached decode reaches position 8 at its fourth token
+            policy.sample(ids, mask, max_new_tokens=4)
+    # within the positions, all three run
+    policy(torch.randint(1, 50, (2, 8)), torch.ones(2, 8, dtype=torch.long))
+    assert policy.sample(ids, mask, max_new_tokens=3).actions.shape == (2, 3)
+
+
 # -- vector-env helpers -----------------------------------------------------------------------------------------
 def test_as_vector_env_copies_a_single_env_and_keeps_a_vector_env() -> None:
     venv = as_vector_env(gym.make(TARGET), 3)

@@ -5,6 +5,8 @@ import time
 import gymnasium as gym
 import torch
 
+import aligngym.envs  # noqa: F401  (registers the ids)
+
 torch.set_num_threads(1)
 for env_id in ("aligngym/Guess-Token-v0", "aligngym/Dialogue-Token-v0", "aligngym/Dialogue-Sequence-v0"):
     e = gym.make(env_id)
