@@ -258,6 +258,7 @@ class GRPOAgent(WarmStartLMAgent):
             batch["mask"],
             action_masks=self.step_masks,
             temperature=self.config.temperature,
+            with_entropy=False,  # GRPO's loss has no entropy term
         )[0]
 
     def _log_dist(self, model: Any, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:

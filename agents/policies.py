@@ -394,11 +394,15 @@ class CausalLMPolicy(nn.Module):
         action_masks: torch.Tensor | None = None,
         temperature: float = 1.0,
         with_values: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        with_entropy: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Per-token log-probs of given completions in one forward pass.
 
         :param action_masks: bool (T, k) or (B, T, k) valid actions per step (invalid ones get probability 0).
-        :returns: ``(logprobs (B, T), values (B, T) or None, entropy (B, T))``, float32, 0 where the mask is 0.
+        :param with_entropy: compute the entropy (one more pass over the (B, T, k) distribution, and its graph
+            under autograd); ``False`` returns ``None`` in its place, the log-probs unchanged.
+        :returns: ``(logprobs (B, T), values (B, T) or None, entropy (B, T) or None)``, float32, 0 where the mask
+            is 0.
 
         Steps after every row's last completion token are not run (they are 0 whatever their logits).
         """
@@ -417,17 +421,16 @@ class CausalLMPolicy(nn.Module):
             logits = logits.masked_fill(~action_masks.bool(), torch.finfo(logits.dtype).min)
         logp_all = torch.log_softmax(logits, dim=-1)
         logp = logp_all.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
-        entropy = -(logp_all.exp() * logp_all).sum(-1)
         m = completion_mask.to(logp.dtype)
-        out = logp * m, (values * m if values is not None else None), entropy * m
-        if t < full_t:
-            pad = (0, full_t - t)
-            return (
-                torch.nn.functional.pad(out[0], pad),
-                None if out[1] is None else torch.nn.functional.pad(out[1], pad),
-                torch.nn.functional.pad(out[2], pad),
-            )
-        return out
+        entropy = -(logp_all.exp() * logp_all).sum(-1) * m if with_entropy else None
+        values = values * m if values is not None else None
+        if t == full_t:
+            return logp * m, values, entropy
+
+        def widen(x: torch.Tensor | None) -> torch.Tensor | None:
+            return None if x is None else torch.nn.functional.pad(x, (0, full_t - t))
+
+        return torch.nn.functional.pad(logp * m, (0, full_t - t)), widen(values), widen(entropy)
 
     # -- KV-cached decoding ----------------------------------------------------------------------------------------
     def begin(

@@ -137,8 +137,8 @@ def sample_completions(
             texts.append(tok.decode(toks))
         if reference is not None:
             with torch.no_grad():
-                lp, _, _ = policy.completion_logprobs(ids, mask, out.actions, out.mask)
-                lr, _, _ = reference.completion_logprobs(ids, mask, out.actions, out.mask)
+                lp = policy.completion_logprobs(ids, mask, out.actions, out.mask, with_entropy=False)[0]
+                lr = reference.completion_logprobs(ids, mask, out.actions, out.mask, with_entropy=False)[0]
             kls.extend((lp - lr).sum(-1).double().cpu().tolist())
     grouped = [texts[i * n : (i + 1) * n] for i in range(len(prompts))]
     kl = np.asarray(kls, dtype=np.float64).reshape(len(prompts), n) if reference is not None else None

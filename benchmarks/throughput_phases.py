@@ -102,6 +102,7 @@ def bench_phases(
         clock.wrap(agent, "_logprobs", lp_label)
     clock.wrap(torch.Tensor, "backward", "backward")
     tokens: dict[str, list[float]] = defaultdict(list)
+    bare: list[float] = []
 
     def ours(rep: int) -> None:
         for name, agent in agents.items():
@@ -112,6 +113,11 @@ def bench_phases(
             if rep >= 0:
                 clock.seconds[name]["total"] += time.process_time() - start
                 tokens[name].append(float(batch["mask"].sum()) / batch["mask"].shape[0])
+            if name == "grpo":
+                clock.who = "bare"  # (not a phase of any contender)
+                ms = bare_model_passes_ms(agent.policy, batch)
+                if rep >= 0:
+                    bare.append(ms)
 
     trl_lengths: list[float] = []
     try:
@@ -129,8 +135,58 @@ def bench_phases(
     if trl_lengths:
         mean_tokens["trl"] = sum(trl_lengths) / len(trl_lengths)
     ratios = {f"{n}_vs_trl": ms["trl"]["total"] / ms[n]["total"] for n in ("grpo", "ppo") if "trl" in ms}
+    bare_ms = sum(bare) / len(bare)
+    if "trl" in ms:
+        ratios["bare_model_passes_vs_trl"] = ms["trl"]["total"] / bare_ms
     return {"prompts": prompts, "generations": generations, "max_new_tokens": max_new_tokens, "reps": reps,
-            "ms": ms, "mean_completion_tokens": mean_tokens, "ratios": ratios}  # fmt: skip
+            "ms": ms, "bare_model_passes_ms": bare_ms, "mean_completion_tokens": mean_tokens,
+            "ratios": ratios}  # fmt: skip
+
+
+def bare_model_passes_ms(policy: Any, batch: dict[str, Any]) -> float:
+    """Process-CPU ms of the bare ``transformers`` passes a GRPO update with a KL term runs on ``batch``'s shapes:
+    a KV-cached decode of its completions (prompt forward + one step per used token, every row, no sampling), one
+    no-grad forward over prompt + completion (the reference), and one forward with grad plus its backward (the
+    policy). No env, no scoring, no optimizer, no loss maths beyond the chosen tokens' log-probs. TRL's update time
+    over this one bounds the ratio any GRPO implementation on this model in eager ``transformers`` can reach.
+    """
+    import torch
+
+    from aligngym.agents.policies import trim_left_padding, used_steps
+    from aligngym.agents.sampling import positions_from_mask
+    from aligngym.envs.hf import cache_kwarg, output_cache
+
+    model = policy.model
+    prompt, pmask = trim_left_padding(batch["prompt_ids"], batch["prompt_mask"])
+    t = max(used_steps(batch["mask"]), 1)
+    tokens = (
+        policy.action_ids[batch["actions"][:, :t]]
+        if policy.action_ids is not None
+        else batch["actions"][:, :t]
+    )
+    ids = torch.cat([prompt, tokens.long()], dim=1)
+    mask = torch.cat([pmask.long(), batch["mask"][:, :t].long()], dim=1)
+    pos = positions_from_mask(mask)
+    p = prompt.shape[1]
+    start = time.process_time()
+    with torch.no_grad():
+        out = model(input_ids=prompt, attention_mask=pmask.long(), position_ids=pos[:, :p], use_cache=True)
+        past = output_cache(out)
+        for k in range(t - 1):
+            out = model(
+                **cache_kwarg(model, past),
+                input_ids=tokens[:, k : k + 1],
+                attention_mask=mask[:, : p + k + 1],
+                position_ids=pos[:, p + k : p + k + 1],
+                use_cache=True,
+            )
+            past = output_cache(out)
+        model(input_ids=ids, attention_mask=mask, position_ids=pos)  # the reference's forward
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, p - 1 : -1]
+    logp = torch.log_softmax(logits.float(), -1).gather(-1, tokens.long().unsqueeze(-1)).squeeze(-1)
+    (logp * batch["mask"][:, :t]).sum().backward()
+    model.zero_grad(set_to_none=True)
+    return (time.process_time() - start) * 1e3
 
 
 def _trl_steps(
@@ -200,6 +256,10 @@ def format_phases(r: dict[str, Any]) -> str:
         lines.append(f"| {'**total**' if phase == 'total' else phase} | " + " | ".join(shown) + " |")
     toks = r["mean_completion_tokens"]
     lines.append("| mean completion tokens | " + " | ".join(f"{toks.get(n, 0.0):.1f}" for n in names) + " |")
+    lines.append(
+        f"\nbare model passes of the GRPO batch (KV-cached decode, reference forward, policy forward + backward; "
+        f"no env, scoring, optimizer or Python around them): {r['bare_model_passes_ms']:.0f} ms"
+    )
     for k, v in r["ratios"].items():
         lines.append(f"\n{k.replace('_vs_trl', '')} / TRL completions/s: {v:.2f}x")
     return "\n".join(lines)
@@ -209,15 +269,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="aligngym throughput_phases", description=__doc__.splitlines()[0])
     p.add_argument("--reps", type=int, default=5, help="timed updates per contender (default 5)")
     p.add_argument("--no-trl", action="store_true", help="leave TRL's GRPOTrainer out")
+    p.add_argument("--prompts", type=int, default=4, help="prompts per update, P (default 4)")
+    p.add_argument("--generations", type=int, default=8, help="completions per prompt, G (default 8)")
+    p.add_argument("--tokens", type=int, default=16, help="new tokens per completion at most (default 16)")
     args = p.parse_args(None if argv is None else list(argv))
     import torch
 
     torch.set_num_threads(1)
-    print(format_phases(bench_phases(reps=args.reps, with_trl=not args.no_trl)))
+    r = bench_phases(
+        prompts=args.prompts,
+        generations=args.generations,
+        max_new_tokens=args.tokens,
+        reps=args.reps,
+        with_trl=not args.no_trl,
+    )
+    print(f"{args.prompts} prompts x {args.generations} completions, up to {args.tokens} new tokens\n")
+    print(format_phases(r))
     return 0
 
 
-__all__ = ["PHASES", "PhaseClock", "bench_phases", "format_phases", "main"]
+__all__ = ["PHASES", "PhaseClock", "bare_model_passes_ms", "bench_phases", "format_phases", "main"]
 
 if __name__ == "__main__":
     sys.exit(main())

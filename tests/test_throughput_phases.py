@@ -48,3 +48,4 @@ def test_bench_phases_times_our_updates_and_restores_torch() -> None:
         assert ms["generate (collect less the env)"] > 0 and ms["backward"] > 0
         assert sum(ms.get(k, 0.0) for k in PHASES) <= ms["total"] * 1.001
     assert "| backward |" in format_phases(r)
+    assert r["bare_model_passes_ms"] > 0 and "bare model passes" in format_phases(r)

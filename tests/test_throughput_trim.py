@@ -57,6 +57,14 @@ def test_completion_logprobs_equal_the_untrimmed_forward() -> None:
     torch.testing.assert_close(logp, ref_logp, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(values, ref_values, atol=1e-5, rtol=1e-5)
     assert not entropy[:, 4:].any() and entropy[:, :4].sum() > 0
+    # without the entropy: the same log-probs and values bit for bit, trimmed or not, and no entropy
+    for m in (mask, torch.ones_like(mask)):
+        with torch.no_grad():
+            full = policy.completion_logprobs(prompt_ids, prompt_mask, actions, m, with_values=True)
+            lean = policy.completion_logprobs(
+                prompt_ids, prompt_mask, actions, m, with_values=True, with_entropy=False
+            )
+        assert torch.equal(lean[0], full[0]) and torch.equal(lean[1], full[1]) and lean[2] is None
 
 
 def test_sampling_from_a_wide_prompt_slot_equals_sampling_from_the_trimmed_prompts() -> None:
