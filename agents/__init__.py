@@ -30,7 +30,7 @@ _EXPORTS = {
     "DecodingConfig": "decoding",
     "RewardModelTrainer": "reward_modeling",
     "RewardModelConfig": "reward_modeling",
-    "GRUPolicy": "policies",
+    "GRUPolicy": "gru_policy",
     "CausalLMPolicy": "policies",
     "tiny_causal_lm": "policies",
     "MultiTurnPPOAgent": "multiturn_ppo",

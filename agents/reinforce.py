@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from aligngym.agents.base import Agent, AgentConfig, CheckpointError, add_batch_dim
-from aligngym.agents.policies import GRUPolicy
+from aligngym.agents.gru_policy import GRUPolicy
 from aligngym.agents.vector_envs import AUTORESET_MODES, autoreset_mode, info_action_masks, info_value
 
 BASELINES = ("none", "moving_average", "value")

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from aligngym.agents.gru_policy import GRUPolicy
 from aligngym.agents.pg_losses import clipped_surrogate, masked_mean, optimizer_step, ratio_stats
-from aligngym.agents.policies import GRUPolicy
 
 POLICIES = ("gru", "tabular")
 ALGORITHMS = ("reinforce", "ppo", "grpo")
