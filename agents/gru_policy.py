@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from aligngym.agents.sampling import check_ids_and_mask
+
 
 class GRUPolicy(nn.Module):
     """Embedding -> GRU over the visible tokens -> logits over ``n_actions`` (and a value, with ``value_head``).
@@ -55,13 +57,7 @@ class GRUPolicy(nn.Module):
         :param attention_mask: (B, L) 1 for visible tokens, 0 for padding; every row needs at least one 1.
         :returns: FloatTensor (B, hidden_size).
         """
-        if input_ids.dim() != 2 or attention_mask.shape != input_ids.shape:
-            raise ValueError(
-                f"input_ids and attention_mask must both be (B, L), got {tuple(input_ids.shape)} and "
-                f"{tuple(attention_mask.shape)}"
-            )
-        if input_ids.dtype != torch.long:
-            raise TypeError(f"input_ids must be a LongTensor (token ids), got {input_ids.dtype}")
+        check_ids_and_mask(input_ids, attention_mask)
         visible = attention_mask.to(torch.bool)
         lengths = visible.sum(dim=1)
         if bool((lengths == 0).any()):

@@ -23,6 +23,7 @@ from aligngym.agents.sampling import (
     Completion,
     DecodeState,
     LogitsHook,
+    check_ids_and_mask,
     drop_finished,
     positions_from_mask,
     process_logits,
@@ -213,7 +214,9 @@ class CausalLMPolicy(nn.Module):
         if position_ids is None:
             position_ids = positions_from_mask(attention_mask)
         limit = _max_positions(self.model)
-        if int(position_ids.max()) >= limit:
+        # a position id is below the mask's width (attended tokens so far), so only a mask wider than the model's
+        # positions needs the (device-syncing) look at the ids
+        if attention_mask.shape[1] > limit and int(position_ids.max()) >= limit:
             raise ValueError(
                 f"a sequence of {int(position_ids.max()) + 1} tokens does not fit the policy model's {limit} "
                 "positions (n_positions): shorten the env's context or use a model with a longer context"
@@ -236,16 +239,6 @@ class CausalLMPolicy(nn.Module):
             raise RuntimeError("this CausalLMPolicy was built with value_head=False")
         return self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1).float()
 
-    @staticmethod
-    def _check_pair(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
-        if input_ids.dim() != 2 or attention_mask.shape != input_ids.shape:
-            raise ValueError(
-                f"input_ids and attention_mask must both be (B, L), got {tuple(input_ids.shape)} and "
-                f"{tuple(attention_mask.shape)}"
-            )
-        if input_ids.dtype != torch.long:
-            raise TypeError(f"input_ids must be a LongTensor (token ids), got {input_ids.dtype}")
-
     def forward_with_value(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -253,7 +246,7 @@ class CausalLMPolicy(nn.Module):
 
         Works on env observations (prompt left-padded, completion after it, padding after that).
         """
-        self._check_pair(input_ids, attention_mask)
+        check_ids_and_mask(input_ids, attention_mask)
         mask = attention_mask.long()
         if bool((mask.sum(-1) == 0).any()):
             raise ValueError("every row of attention_mask needs at least one attended token")
@@ -293,7 +286,7 @@ class CausalLMPolicy(nn.Module):
         :returns: logits float32 (B, T, n_actions) for step t given prompt + actions[:, :t], and values (B, T)
             of the same states when ``with_values``.
         """
-        self._check_pair(prompt_ids, prompt_mask)
+        check_ids_and_mask(prompt_ids, prompt_mask)
         prompt_ids, prompt_mask = trim_left_padding(prompt_ids, prompt_mask)
         t = actions.shape[1]
         tokens = self.action_ids[actions] if self.action_ids is not None else actions
@@ -356,7 +349,7 @@ class CausalLMPolicy(nn.Module):
         self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, with_values: bool = False
     ) -> DecodeState:
         """Run the (left-padded) prompts once and keep the KV cache: the first step of a decode."""
-        self._check_pair(prompt_ids, prompt_mask)
+        check_ids_and_mask(prompt_ids, prompt_mask)
         prompt_ids, prompt_mask = trim_left_padding(prompt_ids, prompt_mask)
         mask = prompt_mask.long()
         logits, hidden, past = self._run(prompt_ids, mask, use_cache=True, logits_to_keep=1)

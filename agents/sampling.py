@@ -15,6 +15,20 @@ import torch
 LogitsHook = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def check_ids_and_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
+    """Raise unless ``input_ids`` is a LongTensor (B, L) and ``attention_mask`` has its shape.
+
+    :raises ValueError: on the shapes. :raises TypeError: on the ids' dtype.
+    """
+    if input_ids.dim() != 2 or attention_mask.shape != input_ids.shape:
+        raise ValueError(
+            f"input_ids and attention_mask must both be (B, L), got {tuple(input_ids.shape)} and "
+            f"{tuple(attention_mask.shape)}"
+        )
+    if input_ids.dtype != torch.long:
+        raise TypeError(f"input_ids must be a LongTensor (token ids), got {input_ids.dtype}")
+
+
 def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Position ids (B, L) counting attended tokens only, so left padding does not shift positions."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
